@@ -1,0 +1,26 @@
+# The two commands of the README. Each creates the virtual environment if needed,
+# installs the pinned CPU torch first (an unpinned torch would pull a multi-GB CUDA build),
+# then the package.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: demo test venv bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+
+venv: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,demo]'
+
+demo: venv
+	$(BIN)/optarena demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/step_speed.py --json runs/step_speed.json

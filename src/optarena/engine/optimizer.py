@@ -1,0 +1,191 @@
+"""The `torch.optim.Optimizer` that runs a recipe: gradient transforms, then a rule, on state kept by a storage."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Iterable, Sequence
+
+import torch
+
+from .hyper import Hyper, resolve
+from .kernels import apply_eager, apply_fused
+from .rule import Rule
+from .storage import StateStorage
+from .transforms import GradientTransform
+
+NONFINITE_POLICIES = ("raise", "skip", "propagate")
+# Keys torch or its schedulers put into param groups besides hyperparameters.
+GROUP_METADATA = ("params", "name", "param_names", "initial_lr")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised by `step` under `nonfinite="raise"` when a gradient holds inf or NaN."""
+
+
+def all_finite(grads: Sequence[torch.Tensor]) -> bool:
+    """Whether every gradient is finite: one read of each, summed in float64 (no overflow false alarms)."""
+    if not grads:
+        return True
+    sums = torch.stack([g.sum(dtype=torch.float64) for g in grads])
+    return bool(torch.isfinite(sums).all())
+
+
+class Optimizer(torch.optim.Optimizer):
+    """An optimizer assembled from parts; subclasses name their `rule` (and may add transforms).
+
+    Engine options, shared by every method:
+
+    * `transforms`: `GradientTransform`s applied, in order, to all gradients before the rule.
+    * `nonfinite`: what `step` does when a gradient holds inf/NaN. `"raise"` (default) raises
+      `NonFiniteGradientError` before anything is changed; `"skip"` leaves parameters and state
+      untouched and counts the skipped step (`optimizer.skipped_steps`, saved in `state_dict`);
+      `"propagate"` does not check (torch.optim's behaviour, saves one read of the gradients).
+    * `fused`: `False` (default) runs the eager reference path; `True` runs one fused kernel per
+      tensor (torch's own where it has one, else `torch.compile`d from the same rule).
+    * `state_precision`: `None` keeps state in each parameter's dtype (as torch.optim does);
+      `"fp32"` or `"bf16"` store it in that dtype.
+    """
+
+    rule: ClassVar[type[Rule]]
+    optimizer_wide: ClassVar[dict[str, Hyper]] = {}
+    """Hyperparameters of the whole optimizer, not of a group (e.g. Adan's `max_grad_norm`)."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        *,
+        transforms: Sequence[GradientTransform] = (),
+        nonfinite: str = "raise",
+        fused: bool = False,
+        state_precision: str | None = None,
+        **hyperparameters: Any,
+    ):
+        name = type(self).__name__
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        if not isinstance(fused, bool):
+            raise ValueError(f"fused must be True or False, got {fused!r}")
+        transforms = list(transforms)
+        for t in transforms:
+            if not isinstance(t, GradientTransform):
+                raise ValueError(f"transforms must be GradientTransform instances, got {t!r}")
+        specs = {**self.rule.hyper, **self.optimizer_wide}
+        given = resolve(specs, hyperparameters, name)
+        wide = {k: given.pop(k, spec.default) for k, spec in self.optimizer_wide.items()}
+        defaults = {k: spec.default for k, spec in self.rule.hyper.items()} | given
+        self.nonfinite = nonfinite
+        self.fused = fused
+        self.storage = StateStorage(state_precision)
+        self.transforms = transforms + self.builtin_transforms(**wide, **defaults)
+        self.options = wide
+        self.skipped_steps = 0
+        self._transform_states = [t.init() for t in self.transforms]
+        super().__init__(params, defaults)
+
+    def builtin_transforms(self, **hyperparameters: Any) -> list[GradientTransform]:
+        """Transforms the method itself prescribes, appended after the user's (none by default)."""
+        return []
+
+    # -- param groups -----------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param group must be a dict, got {type(param_group).__name__}")
+        hyper = {k: v for k, v in param_group.items() if k not in GROUP_METADATA}
+        checked = resolve(self.rule.hyper, hyper, f"{type(self).__name__} param group")
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for p in params:
+            if isinstance(p, torch.Tensor) and not p.is_floating_point():
+                raise TypeError(f"{type(self).__name__} can only optimize floating-point tensors, got {p.dtype}")
+        super().add_param_group({**param_group, **checked, "params": params})
+
+    # -- the step ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params, grads = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise TypeError(f"{type(self).__name__} does not support sparse gradients; use a dense gradient")
+                params.append(p)
+                grads.append(p.grad)
+        if self.nonfinite != "propagate" and not all_finite(grads):
+            if self.nonfinite == "raise":
+                raise NonFiniteGradientError(
+                    "a gradient holds inf or NaN; nothing was changed (pass nonfinite='skip' to skip such steps)"
+                )
+            self.skipped_steps += 1
+            return loss
+        for transform, tstate in zip(self.transforms, self._transform_states):
+            grads = transform.update(grads, params, tstate)
+        new_grad = dict(zip(map(id, params), grads))
+        apply = apply_fused if self.fused else apply_eager
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = new_grad.get(id(p))
+                if g is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    for key, value in self.rule.init(p, g, group).items():
+                        state[key] = self.storage.encode(value, p)
+                state["step"] += 1
+                stored = {k: v for k, v in state.items() if k != "step"}
+                apply(self.rule, self.storage, p, g, stored, self.rule.scalars(group, state["step"]))
+        return loss
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["engine"] = {"skipped_steps": self.skipped_steps, "transforms": self._transform_states}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        engine = state_dict.pop("engine", None)
+        if engine is not None:
+            if len(engine["transforms"]) != len(self.transforms):
+                raise ValueError(
+                    f"state_dict holds {len(engine['transforms'])} transform states, "
+                    f"this optimizer has {len(self.transforms)} transforms"
+                )
+            self.skipped_steps = engine["skipped_steps"]
+            self._transform_states = [_clone(s) for s in engine["transforms"]]
+        super().load_state_dict(state_dict)
+
+    @staticmethod
+    def _process_value_according_to_param_policy(param, value, param_id, param_groups, key=None):
+        # torch casts loaded state to the parameter's dtype; the storage decides dtypes here, so
+        # only the device follows the parameter (this is what keeps resumed runs bit-identical).
+        # Copied, so that the loaded optimizer never shares buffers with the dict it was given.
+        return value.to(device=param.device, copy=True) if isinstance(value, torch.Tensor) else value
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "rule" in cls.__dict__:
+            cls.__signature__ = _signature(cls)
+
+
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
+def _signature(cls: type[Optimizer]) -> inspect.Signature:
+    """`help(AdamW)` shows the real keyword arguments and their defaults."""
+    P = inspect.Parameter
+    base = inspect.signature(Optimizer.__init__)
+    fixed = [p for n, p in base.parameters.items() if n not in ("self", "hyperparameters")]
+    hyper = [P(n, P.KEYWORD_ONLY, default=h.default) for n, h in {**cls.rule.hyper, **cls.optimizer_wide}.items()]
+    return base.replace(parameters=fixed[:1] + hyper + fixed[1:])

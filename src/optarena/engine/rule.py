@@ -1,0 +1,46 @@
+"""An update rule: one method's math for one parameter tensor, with nothing about storage or dispatch."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import torch
+
+from .hyper import Hyper
+
+Scalars = Mapping[str, Any]
+"""Per-step values a rule's `update` reads: floats (lr, bias corrections, ...) and bools (switches).
+The engine passes floats as Python floats on the eager path and as 0-d tensors on the fused path,
+so a scheduler changing `lr` never triggers a recompilation; bools select code paths. Hence an
+`update` combines tensors and scalars with operators only (`m.mul_(b).add_(g * c)`), never through
+the `alpha=`/`value=` arguments or `lerp_` weights, which take Python numbers only."""
+
+
+class Rule:
+    """Subclasses declare `hyper` and implement `init`, `scalars` and `update` as static methods.
+
+    * `init(p, g, group)` returns the initial state tensors (any dtype; storage converts them).
+    * `scalars(group, step)` turns a param group's hyperparameters and the 1-based step of this
+      parameter into the flat `Scalars` the update reads (computed in Python double precision).
+    * `update(p, g, state, s)` updates `p` and the working `state` tensors in place. Written with
+      ordinary torch ops, it is both the eager reference and what `torch.compile` fuses.
+
+    `elementwise` rules may be flattened to 1-D for the fused path (one compilation for all shapes).
+    `fused_kernel`, when set, is an existing fused implementation (e.g. torch's AdamW kernel) used
+    on the fused path for state kept in the parameter's dtype; it must agree with `update`.
+    """
+
+    hyper: ClassVar[dict[str, Hyper]] = {}
+    elementwise: ClassVar[bool] = True
+    fused_kernel: ClassVar[Any] = None
+
+    @staticmethod
+    def init(p: torch.Tensor, g: torch.Tensor, group: dict) -> dict[str, torch.Tensor]:
+        return {}
+
+    @staticmethod
+    def scalars(group: dict, step: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def update(p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], s: Scalars) -> None:
+        raise NotImplementedError

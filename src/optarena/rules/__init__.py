@@ -1,0 +1,7 @@
+"""The methods: each module holds one rule and the optimizer class that runs it."""
+from .adamw import AdamW
+from .adan import Adan
+from .lion import Lion
+from .sgd import SGD
+
+__all__ = ["AdamW", "Adan", "Lion", "SGD"]

@@ -1,0 +1,63 @@
+"""SGD with momentum, dampening, Nesterov and L2 weight decay, with torch.optim.SGD's semantics."""
+from __future__ import annotations
+
+import torch
+
+from ..engine.hyper import Hyper, boolean, non_negative
+from ..engine.optimizer import Optimizer
+from ..engine.rule import Rule
+from .common import lr, weight_decay
+
+
+class SGDRule(Rule):
+    """`g += wd*p; b = momentum*b + (1-dampening)*g (b = g at the first step); p -= lr*(g + momentum*b if nesterov else b)`."""
+
+    hyper = {
+        "lr": lr(1e-3),
+        "momentum": Hyper(0.0, non_negative, "momentum factor"),
+        "dampening": Hyper(0.0, non_negative, "dampening of the momentum"),
+        "weight_decay": weight_decay(0.0),
+        "nesterov": Hyper(False, boolean, "Nesterov momentum"),
+    }
+
+    @staticmethod
+    def init(p, g, group):
+        return {"momentum_buffer": torch.zeros_like(p)} if group["momentum"] != 0 else {}
+
+    @staticmethod
+    def scalars(group, step):
+        first = step == 1
+        return {
+            "lr": group["lr"],
+            "weight_decay": group["weight_decay"],
+            "momentum": group["momentum"],
+            # The buffer starts at zero; at the first step keeping 0 of it and taking all of g
+            # makes it equal to g exactly (torch clones g), without a data-dependent branch.
+            "keep": 0.0 if first else group["momentum"],
+            "take": 1.0 if first else 1.0 - group["dampening"],
+            "nesterov": group["nesterov"],
+            "decay": group["weight_decay"] != 0,
+        }
+
+    @staticmethod
+    def update(p, g, state, s):
+        if s["decay"]:
+            g = g + p * s["weight_decay"]
+        buf = state.get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(s["keep"]).add_(g * s["take"])
+            g = g + buf * s["momentum"] if s["nesterov"] else buf
+        p.sub_(g * s["lr"])
+
+
+class SGD(Optimizer):
+    """SGD. Defaults lr 1e-3, momentum 0, dampening 0, weight_decay 0, nesterov False (as torch.optim.SGD)."""
+
+    rule = SGDRule
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            self.param_groups.pop()
+            raise ValueError("nesterov=True requires momentum in (0, inf) and dampening == 0")
