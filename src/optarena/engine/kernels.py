@@ -33,11 +33,11 @@ def _compiled(rule: type[Rule], storage: StateStorage) -> Callable:
     key = (rule, storage.precision)
     fn = _COMPILED.get(key)
     if fn is None:
-
-        def fused_update(p, g, stored, s):
-            apply_eager(rule, storage, p, g, stored, s)
-
-        fn = torch.compile(fused_update, dynamic=True, fullgraph=True)
+        # A fresh code object per (rule, storage): dynamo counts recompilations per code object,
+        # so rules sharing one wrapper would exhaust each other's recompile budget.
+        scope = {"apply_eager": apply_eager, "rule": rule, "storage": storage}
+        exec("def fused_update(p, g, stored, s):\n    apply_eager(rule, storage, p, g, stored, s)\n", scope)
+        fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True)
         _COMPILED[key] = fn
     return fn
 

@@ -12,7 +12,8 @@ Scalars = Mapping[str, Any]
 The engine passes floats as Python floats on the eager path and as 0-d tensors on the fused path,
 so a scheduler changing `lr` never triggers a recompilation; bools select code paths. Hence an
 `update` combines tensors and scalars with operators only (`m.mul_(b).add_(g * c)`), never through
-the `alpha=`/`value=` arguments or `lerp_` weights, which take Python numbers only."""
+the `alpha=`/`value=` arguments or `lerp_` weights, which take Python numbers only: `engine.ops`
+has helpers that call torch's fused ops for floats and fall back to arithmetic for tensors."""
 
 
 class Rule:

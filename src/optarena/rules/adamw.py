@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay
@@ -30,7 +31,7 @@ class AdamWRule(Rule):
             "decay": 1 - group["lr"] * group["weight_decay"],
             "one_minus_beta1": 1 - b1,
             "one_minus_beta2": 1 - b2,
-            "step_size": group["lr"] / (1 - b1**step),
+            "neg_step_size": -group["lr"] / (1 - b1**step),
             "bias_correction2_sqrt": (1 - b2**step) ** 0.5,
         }
 
@@ -38,10 +39,10 @@ class AdamWRule(Rule):
     def update(p, g, state, s):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         p.mul_(s["decay"])
-        m.add_((g - m) * s["one_minus_beta1"])
-        v.mul_(s["beta2"]).add_(g * g * s["one_minus_beta2"])
+        ops.lerp_(m, g, s["one_minus_beta1"])
+        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
         denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
-        p.sub_(m / denom * s["step_size"])
+        ops.addcdiv_(p, m, denom, s["neg_step_size"])
 
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:

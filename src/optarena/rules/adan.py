@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
@@ -48,8 +49,8 @@ class AdanRule(Rule):
             "one_minus_beta2": 1 - b2,
             "one_minus_beta3": 1 - b3,
             "eps": group["eps"],
-            "step_size": lr_ / (1 - b1**step),
-            "step_size_diff": lr_ * b2 / (1 - b2**step),
+            "neg_step_size": -lr_ / (1 - b1**step),
+            "neg_step_size_diff": -lr_ * b2 / (1 - b2**step),
             "bias_correction3_sqrt": (1 - b3**step) ** 0.5,
             "decay": 1 - lr_ * wd,
             "prox": 1 + lr_ * wd,
@@ -60,15 +61,15 @@ class AdanRule(Rule):
     def update(p, g, state, s):
         m, v, n, prev = state["exp_avg"], state["exp_avg_diff"], state["exp_avg_sq"], state["prev_grad"]
         d = g - prev
-        m.mul_(s["beta1"]).add_(g * s["one_minus_beta1"])
-        v.mul_(s["beta2"]).add_(d * s["one_minus_beta2"])
-        c = d * s["beta2"] + g
-        n.mul_(s["beta3"]).add_(c * c * s["one_minus_beta3"])
+        ops.add_(m.mul_(s["beta1"]), g, s["one_minus_beta1"])
+        ops.add_(v.mul_(s["beta2"]), d, s["one_minus_beta2"])
+        c = d.mul_(s["beta2"]).add_(g)
+        ops.addcmul_(n.mul_(s["beta3"]), c, c, s["one_minus_beta3"])
         denom = (n.sqrt() / s["bias_correction3_sqrt"]).add_(s["eps"])
         if s["no_prox"]:
             p.mul_(s["decay"])
-        p.sub_(m / denom * s["step_size"])
-        p.sub_(v / denom * s["step_size_diff"])
+        ops.addcdiv_(p, m, denom, s["neg_step_size"])
+        ops.addcdiv_(p, v, denom, s["neg_step_size_diff"])
         if not s["no_prox"]:
             p.div_(s["prox"])
         prev.copy_(g)

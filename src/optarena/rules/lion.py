@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import decay_rates, lr, weight_decay
@@ -21,7 +22,7 @@ class LionRule(Rule):
     def scalars(group, step):
         b1, b2 = group["betas"]
         return {
-            "lr": group["lr"],
+            "neg_lr": -group["lr"],
             "decay": 1 - group["lr"] * group["weight_decay"],
             "beta1": b1,
             "one_minus_beta1": 1 - b1,
@@ -33,8 +34,8 @@ class LionRule(Rule):
     def update(p, g, state, s):
         m = state["exp_avg"]
         p.mul_(s["decay"])
-        p.sub_(torch.sign(m * s["beta1"] + g * s["one_minus_beta1"]) * s["lr"])
-        m.mul_(s["beta2"]).add_(g * s["one_minus_beta2"])
+        ops.add_(p, torch.sign(m * s["beta1"] + g * s["one_minus_beta1"]), s["neg_lr"])
+        ops.add_(m.mul_(s["beta2"]), g, s["one_minus_beta2"])
 
 
 class Lion(Optimizer):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
@@ -28,7 +29,7 @@ class SGDRule(Rule):
     def scalars(group, step):
         first = step == 1
         return {
-            "lr": group["lr"],
+            "neg_lr": -group["lr"],
             "weight_decay": group["weight_decay"],
             "momentum": group["momentum"],
             # The buffer starts at zero; at the first step keeping 0 of it and taking all of g
@@ -42,12 +43,12 @@ class SGDRule(Rule):
     @staticmethod
     def update(p, g, state, s):
         if s["decay"]:
-            g = g + p * s["weight_decay"]
+            g = ops.add_(g.clone(), p, s["weight_decay"])
         buf = state.get("momentum_buffer")
         if buf is not None:
-            buf.mul_(s["keep"]).add_(g * s["take"])
-            g = g + buf * s["momentum"] if s["nesterov"] else buf
-        p.sub_(g * s["lr"])
+            ops.add_(buf.mul_(s["keep"]), g, s["take"])
+            g = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
+        ops.add_(p, g, s["neg_lr"])
 
 
 class SGD(Optimizer):

@@ -1,0 +1,269 @@
+"""Optimizer step speed: every registered optimizer against torch.optim.AdamW(fused=True).
+
+    python benchmarks/step_speed.py --json runs/step_speed.json [--only adamw,lion] [--params N] [--steps K]
+
+N fp32 parameters are split into 20 equal tensors (1000x1000 each for the default 20M; 2-D where
+N/20 factors, else 1-D), with seeded random values and seeded random gradients that are set once
+and never change. Each optimizer gets a fresh copy of the parameters and is built at its default
+hyperparameters; it runs warm-up steps (compilation happens there and is reported separately
+as `compile_s`), then times single `step()` calls and reports the median in ms.
+
+Per optimizer, three variants are timed:
+
+* `ms_per_step`: `fused=True, nonfinite="propagate"`, like-for-like with torch's fused kernel
+  (which checks nothing);
+* `ms_per_step_checked`: `fused=True` with the default `nonfinite="raise"` (the non-finite check
+  costs one extra read of all gradients);
+* `ms_per_step_eager`: `fused=False, nonfinite="propagate"`, the eager reference path.
+
+Byte model (effective bandwidth = bytes / median step time, GB = 1e9 bytes):
+
+    bytes per step = 2 * param bytes   (parameters read and written)
+                   + 1 * grad bytes    (gradients read)
+                   + 2 * state bytes   (every state tensor read and written)
+
+State bytes are measured after warm-up as the sum of `nbytes` over the tensors in
+`opt.state[p].values()` for all parameters (so a 0-d step tensor counts, a Python int does not).
+The same model is applied to torch's baseline. It is a lower bound on real traffic: temporaries the
+kernel may spill and the non-finite check's extra gradient read are not counted.
+
+Timing is round-robin: the fused, the checked and a torch baseline optimizer each take one step
+per round, so that bursts of load from other processes hit all three alike. The ratios of an
+optimizer use the baseline steps interleaved with its own (`torch_ms_per_step_paired`); the
+baseline's reported `ms_per_step` is the median of all its timed steps. Eager runs alone.
+The script exits 0 even when a target is missed: it is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import torch
+
+import optarena
+
+N_TENSORS = 20
+WARMUP = 3
+EAGER_STEPS = 3
+# (optimizer, metric, comparison, threshold) from the spec.
+TARGETS = [
+    ("adamw", "ratio_vs_torch_fused_adamw", "<=", 1.1),
+    ("lion", "bandwidth_ratio_vs_torch_fused_adamw", ">=", 0.8),
+    ("adan", "bandwidth_ratio_vs_torch_fused_adamw", ">=", 0.8),
+]
+
+
+def tensor_shape(numel: int) -> tuple[int, ...]:
+    """The most square 2-D shape with `numel` elements, or 1-D when numel is prime."""
+    rows = max(d for d in range(1, math.isqrt(numel) + 1) if numel % d == 0)
+    return (rows, numel // rows) if rows > 1 else (numel,)
+
+
+def make_master(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """20 (value, gradient) pairs of equal fp32 tensors, seeded."""
+    if n < N_TENSORS or n % N_TENSORS:
+        raise SystemExit(f"--params must be a positive multiple of {N_TENSORS}, got {n}")
+    shape = tensor_shape(n // N_TENSORS)
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(N_TENSORS)]
+
+
+def fresh_params(master) -> list[torch.Tensor]:
+    """A private copy of the parameters with their (fixed) gradients attached."""
+    params = []
+    for value, grad in master:
+        p = value.clone().requires_grad_(True)
+        p.grad = grad.clone()
+        params.append(p)
+    return params
+
+
+def timed_step(opt: torch.optim.Optimizer) -> float:
+    start = time.perf_counter()
+    opt.step()
+    return (time.perf_counter() - start) * 1e3
+
+
+def byte_model(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[int, int]:
+    """(bytes moved per step, state bytes) under the documented model."""
+    param_bytes = sum(p.nbytes for p in params)
+    grad_bytes = sum(p.grad.nbytes for p in params)
+    state_bytes = sum(
+        v.nbytes for p in params for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor)
+    )
+    return 2 * param_bytes + grad_bytes + 2 * state_bytes, state_bytes
+
+
+def measure(master, builders: dict, warmup: int, steps: int) -> dict:
+    """Time several optimizers round-robin (one step of each per round), so that load from other
+    processes hits them alike; each gets its own parameter copy and is warmed up first."""
+    runs = {}
+    for key, build in builders.items():
+        params = fresh_params(master)
+        opt = build(params)
+        start = time.perf_counter()
+        for _ in range(warmup):
+            opt.step()
+        runs[key] = {"opt": opt, "params": params, "warm_s": time.perf_counter() - start, "times_ms": []}
+    for _ in range(steps):
+        for run in runs.values():
+            run["times_ms"].append(timed_step(run["opt"]))
+    for run in runs.values():
+        run["bytes"], run["state_bytes"] = byte_model(run.pop("opt"), run.pop("params"))
+        run["ms"] = statistics.median(run["times_ms"])
+    return runs
+
+
+def gbps(nbytes: int, ms: float) -> float:
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def evaluate_targets(optimizers: dict) -> dict:
+    out = {}
+    for name, metric, op, threshold in TARGETS:
+        if name not in optimizers:
+            continue
+        value = optimizers[name][metric]
+        passed = value <= threshold if op == "<=" else value >= threshold
+        out[f"{name}.{metric}"] = {"value": value, "op": op, "threshold": threshold, "pass": passed}
+    return out
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write atomically: a temporary file in the same directory, then os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".step_speed.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def print_report(result: dict) -> None:
+    base = result["baseline"]
+    print(f"\n{result['params']:,} fp32 params in {N_TENSORS} tensors; torch {result['machine']['torch']}, "
+          f"{result['machine']['threads']} threads, {result['machine']['cpu']}")
+    header = f"{'optimizer':<22}{'ms/step':>9}{'GB/s':>8}{'time x':>8}{'bw x':>7}{'B/param':>8}" \
+             f"{'checked':>9}{'eager':>9}{'compile s':>10}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'torch AdamW fused':<22}{base['ms_per_step']:>9.2f}{base['gbps']:>8.2f}{1:>8.2f}{1:>7.2f}"
+          f"{base['state_bytes_per_param']:>8.1f}{'':>9}{'':>9}{base['warmup_s']:>10.1f}")
+    for name, r in result["optimizers"].items():
+        print(f"{name:<22}{r['ms_per_step']:>9.2f}{r['gbps']:>8.2f}{r['ratio_vs_torch_fused_adamw']:>8.2f}"
+              f"{r['bandwidth_ratio_vs_torch_fused_adamw']:>7.2f}{r['state_bytes_per_param']:>8.1f}"
+              f"{r['ms_per_step_checked']:>9.2f}{r['ms_per_step_eager']:>9.2f}{r['compile_s']:>10.1f}")
+    print("(time x = ours/torch time; bw x = ours/torch GB/s; checked = nonfinite='raise'; eager = fused=False)")
+    print("\ntargets:")
+    for key, t in result["targets"].items():
+        print(f"  {key} {t['op']} {t['threshold']}: {t['value']:.3f}  {'PASS' if t['pass'] else 'FAIL'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--only", help="comma-separated optimizer names (default: all registered)")
+    parser.add_argument("--params", type=int, default=20_000_000, help="number of fp32 parameters")
+    parser.add_argument("--steps", type=int, default=9, help="timed steps per measurement (>= 7)")
+    parser.add_argument("--eager-steps", type=int, default=EAGER_STEPS, help="timed steps for the eager path")
+    args = parser.parse_args(argv)
+    if args.steps < 7:
+        parser.error("--steps must be at least 7")
+    names = optarena.available() if not args.only else [n.strip().lower() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(optarena.available()))
+    if unknown:
+        parser.error(f"unknown optimizer(s) {unknown}; available: {optarena.available()}")
+
+    master = make_master(args.params)
+    n = sum(v.numel() for v, _ in master)
+    torch_adamw = lambda ps: torch.optim.AdamW(ps, fused=True)  # noqa: E731
+    print("baseline: torch.optim.AdamW(fused=True) ...", flush=True)
+    base = measure(master, {"torch": torch_adamw}, WARMUP, args.steps)["torch"]
+    base_samples = list(base["times_ms"])
+
+    rows = {}
+    for name in names:
+        print(f"{name}: fused (compiles on first use), fused + non-finite check, eager ...", flush=True)
+        runs = measure(master, {
+            "fused": lambda ps: optarena.create(name, ps, fused=True, nonfinite="propagate"),
+            "checked": lambda ps: optarena.create(name, ps, fused=True),
+            "torch": torch_adamw,
+        }, WARMUP, args.steps)  # fmt: skip
+        eager = measure(master, {"eager": lambda ps: optarena.create(name, ps, nonfinite="propagate")},
+                        1, args.eager_steps)["eager"]
+        base_samples += runs["torch"]["times_ms"]
+        fused, paired = runs["fused"], runs["torch"]
+        rate, paired_rate = gbps(fused["bytes"], fused["ms"]), gbps(paired["bytes"], paired["ms"])
+        rows[name] = {
+            "ms_per_step": fused["ms"],
+            "gbps": rate,
+            "ratio_vs_torch_fused_adamw": fused["ms"] / paired["ms"],
+            "bandwidth_ratio_vs_torch_fused_adamw": rate / paired_rate,
+            "torch_ms_per_step_paired": paired["ms"],
+            "bytes_per_step": fused["bytes"],
+            "state_bytes_per_param": fused["state_bytes"] / n,
+            "ms_per_step_checked": runs["checked"]["ms"],
+            "ms_per_step_eager": eager["ms"],
+            "compile_s": fused["warm_s"],
+            "times_ms": [round(t, 3) for t in fused["times_ms"]],
+            "checked_times_ms": [round(t, 3) for t in runs["checked"]["times_ms"]],
+        }
+
+    base_ms = statistics.median(base_samples)
+    result = {
+        "machine": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "params": n,
+        "tensors": N_TENSORS,
+        "steps": args.steps,
+        "eager_steps": args.eager_steps,
+        "baseline": {
+            "name": "torch.optim.AdamW(fused=True)",
+            "ms_per_step": base_ms,
+            "gbps": gbps(base["bytes"], base_ms),
+            "bytes_per_step": base["bytes"],
+            "state_bytes_per_param": base["state_bytes"] / n,
+            "warmup_s": base["warm_s"],
+            "timed_steps": len(base_samples),
+        },
+        "optimizers": rows,
+    }
+    result["targets"] = evaluate_targets(result["optimizers"])
+    write_json(args.json, result)
+    print_report(result)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""`python -m optarena ...` runs the `optarena` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
