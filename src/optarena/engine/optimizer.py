@@ -158,13 +158,17 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps = engine["skipped_steps"]
             self._transform_states = [_clone(s) for s in engine["transforms"]]
         super().load_state_dict(state_dict)
-
-    @staticmethod
-    def _process_value_according_to_param_policy(param, value, param_id, param_groups, key=None):
-        # torch casts loaded state to the parameter's dtype; the storage decides dtypes here, so
-        # only the device follows the parameter (this is what keeps resumed runs bit-identical).
-        # Copied, so that the loaded optimizer never shares buffers with the dict it was given.
-        return value.to(device=param.device, copy=True) if isinstance(value, torch.Tensor) else value
+        # torch casts loaded state to each parameter's dtype and may share the given buffers.
+        # Here the storage decides dtypes, so the state is taken again: copied, moved to the
+        # parameter's device, dtype kept (this is what keeps resumed runs bit-identical).
+        by_id = {
+            saved_id: p
+            for saved, group in zip(state_dict["param_groups"], self.param_groups)
+            for saved_id, p in zip(saved["params"], group["params"])
+        }
+        for saved_id, state in state_dict["state"].items():
+            p = by_id[saved_id]
+            self.state[p] = _clone(state, p.device)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -172,13 +176,14 @@ class Optimizer(torch.optim.Optimizer):
             cls.__signature__ = _signature(cls)
 
 
-def _clone(obj):
+def _clone(obj, device=None):
+    """A deep copy of nested state; tensors keep their dtype and move to `device` if given."""
     if isinstance(obj, torch.Tensor):
-        return obj.clone()
+        return obj.to(device=device or obj.device, copy=True)
     if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
+        return {k: _clone(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(v) for v in obj)
+        return type(obj)(_clone(v, device) for v in obj)
     return obj
 
 
