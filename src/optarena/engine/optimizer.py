@@ -76,7 +76,6 @@ class Optimizer(torch.optim.Optimizer):
         self.fused = fused
         self.storage = StateStorage(state_precision)
         self.transforms = transforms + self.builtin_transforms(**wide, **defaults)
-        self.options = wide
         self.skipped_steps = 0
         self._transform_states = [t.init() for t in self.transforms]
         super().__init__(params, defaults)
@@ -92,6 +91,8 @@ class Optimizer(torch.optim.Optimizer):
         hyper = {k: v for k, v in param_group.items() if k not in GROUP_METADATA}
         checked = resolve(self.rule.hyper, hyper, f"{type(self).__name__} param group")
         params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError("params must be an ordered collection (a set's order changes between runs); use a list")
         params = [params] if isinstance(params, torch.Tensor) else list(params)
         for p in params:
             if isinstance(p, torch.Tensor) and not p.is_floating_point():
