@@ -3,7 +3,7 @@ from .hyper import Hyper
 from .optimizer import NONFINITE_POLICIES, NonFiniteGradientError, Optimizer
 from .rule import Rule
 from .storage import StateStorage
-from .transforms import GlobalNormClip, GradientTransform
+from .transforms import CoordinateClip, GlobalNormClip, GradientNoise, GradientTransform, SplitGradients
 
 __all__ = [
     "Hyper",
@@ -14,4 +14,7 @@ __all__ = [
     "StateStorage",
     "GlobalNormClip",
     "GradientTransform",
+    "CoordinateClip",
+    "GradientNoise",
+    "SplitGradients",
 ]

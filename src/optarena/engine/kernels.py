@@ -21,22 +21,31 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, dict, Scalars], None]
 _COMPILED: dict[tuple, Callable] = {}
 
 
-def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars) -> None:
-    """Read the working state, run the rule's update, write the state back."""
+def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None) -> None:
+    """Read the working state, run the rule's update, write the state back.
+
+    `g2`, when a transform split it off, is the gradient for the rule's second moment (`Rule.second_moment_grad`).
+    """
     work = {k: storage.read(v, p) for k, v in stored.items()}
-    rule.update(p, g, work, s)
+    if g2 is None:
+        rule.update(p, g, work, s)
+    else:
+        rule.update(p, g, work, s, g2)
     for k, v in stored.items():
         storage.write(v, work[k])
 
 
-def _compiled(rule: type[Rule], storage: StateStorage) -> Callable:
-    key = (rule, storage.precision)
+def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: Scalars, g2) -> Callable:
+    # The key holds everything a graph specializes on (dtype, the rule's bool switches, state
+    # present, a split-off g2), so each wrapper compiles about once; sizes and float scalars are dynamic.
+    switches = tuple(sorted((k, v) for k, v in s.items() if isinstance(v, bool)))
+    key = (rule, storage.precision, p.dtype, p.device.type, tuple(stored), switches, g2 is not None)
     fn = _COMPILED.get(key)
     if fn is None:
-        # A fresh code object per (rule, storage): dynamo counts recompilations per code object,
-        # so rules sharing one wrapper would exhaust each other's recompile budget.
+        # A fresh code object per key: dynamo counts recompilations per code object, so keys
+        # sharing one wrapper would exhaust each other's recompile budget.
         scope = {"apply_eager": apply_eager, "rule": rule, "storage": storage}
-        exec("def fused_update(p, g, stored, s):\n    apply_eager(rule, storage, p, g, stored, s)\n", scope)
+        exec("def fused_update(p, g, stored, s, g2):\n    apply_eager(rule, storage, p, g, stored, s, g2)\n", scope)
         fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True)
         _COMPILED[key] = fn
     return fn
@@ -49,22 +58,25 @@ def _as_tensors(s: Scalars, param: torch.Tensor) -> dict[str, Any]:
     return {k: torch.tensor(v, dtype=dtype, device=param.device) if isinstance(v, float) else v for k, v in s.items()}
 
 
-def _fusable(p: torch.Tensor, g: torch.Tensor, stored: dict) -> bool:
-    tensors = (p, g, *stored.values())
+def _fusable(p: torch.Tensor, g: torch.Tensor, stored: dict, g2) -> bool:
+    tensors = (p, g, *stored.values(), *(() if g2 is None else (g2,)))
     return p.numel() >= 2 and all(t.is_contiguous() and t.shape == p.shape for t in tensors)
 
 
-def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars) -> None:
+def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None) -> None:
     """One fused kernel for this tensor where possible, else the eager path.
 
     The choice depends only on the tensor's layout and size, so a given tensor always takes the
     same path and resumed runs stay bit-identical.
     """
-    if rule.fused_kernel is not None and all(storage.is_passthrough(v, p) for v in stored.values()):
+    # A rule's own fused kernel knows one gradient only: with a split-off g2 the compiled path runs.
+    if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
         if rule.fused_kernel(p, g, stored, s):
             return
-    if not rule.elementwise or not _fusable(p, g, stored):
-        apply_eager(rule, storage, p, g, stored, s)
+    if not rule.elementwise or not _fusable(p, g, stored, g2):
+        apply_eager(rule, storage, p, g, stored, s, g2)
         return
     flat = {k: v.view(-1) for k, v in stored.items()}
-    _compiled(rule, storage)(p.view(-1), g.view(-1), flat, _as_tensors(s, p))
+    # detach: whether p requires grad would otherwise be one more guard (and graph) per key.
+    fn = _compiled(rule, storage, p, stored, s, g2)
+    fn(p.detach().view(-1), g.view(-1), flat, _as_tensors(s, p), None if g2 is None else g2.view(-1))

@@ -10,7 +10,7 @@ from .hyper import Hyper, resolve
 from .kernels import apply_eager, apply_fused
 from .rule import Rule
 from .storage import StateStorage
-from .transforms import GradientTransform
+from .transforms import GradientTransform, SplitGradients
 
 NONFINITE_POLICIES = ("raise", "skip", "propagate")
 # Keys torch or its schedulers put into param groups besides hyperparameters.
@@ -34,7 +34,8 @@ class Optimizer(torch.optim.Optimizer):
 
     Engine options, shared by every method:
 
-    * `transforms`: `GradientTransform`s applied, in order, to all gradients before the rule.
+    * `transforms`: `GradientTransform`s applied, in order, to all gradients before the rule
+      (e.g. `GlobalNormClip`, `CoordinateClip`, `GradientNoise`; see `engine/transforms.py`).
     * `nonfinite`: what `step` does when a gradient holds inf/NaN. `"raise"` (default) raises
       `NonFiniteGradientError` before anything is changed; `"skip"` leaves parameters and state
       untouched and counts the skipped step (`optimizer.skipped_steps`, saved in `state_dict`);
@@ -76,6 +77,14 @@ class Optimizer(torch.optim.Optimizer):
         self.fused = fused
         self.storage = StateStorage(state_precision)
         self.transforms = transforms + self.builtin_transforms(**wide, **defaults)
+        splitting = [t for t in self.transforms if t.splits_second_moment]
+        if splitting and not self.rule.second_moment_grad:
+            raise ValueError(
+                f"{splitting[0]!r}: second_moment gives the rule's second-moment estimate its own gradient, "
+                f"but {name} has no second moment that accepts one (AdamW's does)"
+            )
+        if len(splitting) > 1:
+            raise ValueError(f"at most one transform may set second_moment, got {splitting!r}")
         self.skipped_steps = 0
         self._transform_states = [t.init() for t in self.transforms]
         super().__init__(params, defaults)
@@ -122,8 +131,12 @@ class Optimizer(torch.optim.Optimizer):
                 )
             self.skipped_steps += 1
             return loss
+        second: dict[int, torch.Tensor] = {}
         for transform, tstate in zip(self.transforms, self._transform_states):
             grads = transform.update(grads, params, tstate)
+            if isinstance(grads, SplitGradients):
+                second = dict(zip(map(id, params), grads.second_moment))
+                grads = grads.grads
         new_grad = dict(zip(map(id, params), grads))
         apply = apply_fused if self.fused else apply_eager
         for group in self.param_groups:
@@ -138,13 +151,15 @@ class Optimizer(torch.optim.Optimizer):
                         state[key] = self.storage.encode(value, p)
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
-                apply(self.rule, self.storage, p, g, stored, self.rule.scalars(group, state["step"]))
+                s = self.rule.scalars(group, state["step"])
+                apply(self.rule, self.storage, p, g, stored, s, second.get(id(p)))
         return loss
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["engine"] = {"skipped_steps": self.skipped_steps, "transforms": self._transform_states}
+        # A copy: transform states change as training goes on (counters, generator states).
+        sd["engine"] = {"skipped_steps": self.skipped_steps, "transforms": _clone(self._transform_states)}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -28,11 +28,17 @@ class Rule:
     `elementwise` rules may be flattened to 1-D for the fused path (one compilation for all shapes).
     `fused_kernel`, when set, is an existing fused implementation (e.g. torch's AdamW kernel) used
     on the fused path for state kept in the parameter's dtype; it must agree with `update`.
+
+    `second_moment_grad` rules take a fifth argument, `update(p, g, state, s, g2)`, when a
+    transform splits the gradient (`CoordinateClip(second_moment="unclipped")`): `g2` feeds the
+    second-moment estimate, `g` everything else. Without a split they are called with four
+    arguments, so they default `g2` to `g`. Other rules refuse such transforms at construction.
     """
 
     hyper: ClassVar[dict[str, Hyper]] = {}
     elementwise: ClassVar[bool] = True
     fused_kernel: ClassVar[Any] = None
+    second_moment_grad: ClassVar[bool] = False
 
     @staticmethod
     def init(p: torch.Tensor, g: torch.Tensor, group: dict) -> dict[str, torch.Tensor]:

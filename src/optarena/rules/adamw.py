@@ -13,6 +13,7 @@ class AdamWRule(Rule):
     """Decoupled decay before the step; Adam moments; eps added to the bias-corrected sqrt(v)."""
 
     hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(1e-2)}
+    second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 
     @staticmethod
     def init(p, g, group):
@@ -36,11 +37,12 @@ class AdamWRule(Rule):
         }
 
     @staticmethod
-    def update(p, g, state, s):
+    def update(p, g, state, s, g2=None):
+        g2 = g if g2 is None else g2
         m, v = state["exp_avg"], state["exp_avg_sq"]
         p.mul_(s["decay"])
         ops.lerp_(m, g, s["one_minus_beta1"])
-        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
+        ops.addcmul_(v.mul_(s["beta2"]), g2, g2, s["one_minus_beta2"])
         denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
         ops.addcdiv_(p, m, denom, s["neg_step_size"])
 
