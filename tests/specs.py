@@ -64,4 +64,38 @@ SPECS = {
             ({"no_prox": "yes"}, "no_prox"),
         ),
     ),
+    "diffgrad": Spec(
+        "diffgrad",
+        {"lr": 0.05, "weight_decay": 0.01},
+        variants=({"betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.0},),
+        bad=COMMON_BAD + BETAS2_BAD + (({"eps": -1e-8}, "eps"),),
+    ),
+    "adamp": Spec(
+        "adamp",
+        {"lr": 0.05, "weight_decay": 0.1},
+        variants=({"nesterov": True}, {"betas": (0.8, 0.95), "delta": 3.0, "wd_ratio": 0.5}),
+        bad=COMMON_BAD
+        + BETAS2_BAD
+        + (
+            ({"eps": -1e-8}, "eps"),
+            ({"delta": -0.1}, "delta"),
+            ({"wd_ratio": -0.1}, "wd_ratio"),
+            ({"nesterov": 1}, "nesterov"),
+        ),
+    ),
+    "sgdp": Spec(
+        "sgdp",
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        variants=({"nesterov": True}, {"momentum": 0.0, "delta": 3.0}, {"dampening": 0.3, "wd_ratio": 0.5}),
+        bad=COMMON_BAD
+        + (
+            ({"momentum": -0.5}, "momentum"),
+            ({"momentum": 1.0}, "momentum"),
+            ({"dampening": -0.1}, "dampening"),
+            ({"eps": -1e-8}, "eps"),
+            ({"delta": -0.1}, "delta"),
+            ({"wd_ratio": -0.1}, "wd_ratio"),
+            ({"nesterov": "yes"}, "nesterov"),
+        ),
+    ),
 }

@@ -1,0 +1,164 @@
+"""AdamP and SGDP (Heo et al. 2021, "AdamP: Slowing Down the Slowdown for Momentum Optimizers on
+Scale-invariant Weights"), with the semantics of clovaai/AdamP (PyPI `adamp` 0.3.0).
+
+Both take their usual direction (Adam's `m / denom`, SGD's momentum buffer) and, for weights of
+two or more dimensions that look scale-invariant (the gradient nearly orthogonal to the weight),
+remove the direction's radial component and shrink the weight decay by `wd_ratio`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import ops
+from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
+from ..engine.optimizer import Optimizer
+from ..engine.rule import Rule
+from .common import decay_rates, eps, lr, weight_decay
+
+
+def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, delta, eps) -> bool:
+    """Remove the radial component of `direction` (in place) where `p` looks scale-invariant.
+
+    Only tensors with two or more dimensions are tested. Two views are tried in order: one row per
+    output channel (`size0 x rest`), then the whole tensor as one row. The first view where every
+    row's `|cos(g, p)|` is below `delta / sqrt(row length)` is used: for each row,
+    `direction -= p_n * <p_n, direction>` with `p_n = p / (||p|| + eps)`. The cosine uses the raw
+    gradient `g` (as the reference does), whatever `direction` is. Returns whether it projected, in
+    which case the caller scales the weight decay by `wd_ratio`.
+    """
+    if p.dim() < 2 or p.numel() == 0:
+        return False
+    for rows in (p.shape[0], 1):
+        p_rows = p.reshape(rows, -1)
+        cosine = F.cosine_similarity(g.reshape(rows, -1), p_rows, dim=1, eps=eps).abs_()
+        if cosine.max() < delta / math.sqrt(p_rows.shape[1]):
+            per_row = (rows,) + (1,) * (p.dim() - 1)
+            p_n = p / p_rows.norm(dim=1).add_(eps).view(per_row)
+            radial = (p_n * direction).reshape(rows, -1).sum(dim=1).view(per_row)
+            direction.sub_(p_n * radial)
+            return True
+    return False
+
+
+def _projection_hyper() -> dict[str, Hyper]:
+    return {
+        "delta": Hyper(0.1, non_negative, "scale-invariant when every |cos(g, p)| < delta / sqrt(row length)"),
+        "wd_ratio": Hyper(0.1, non_negative, "weight-decay multiplier for projected (scale-invariant) weights"),
+        "nesterov": Hyper(False, boolean, "Nesterov momentum"),
+    }
+
+
+class AdamPRule(Rule):
+    """Adam moments; `d = m / (sqrt(v)/sqrt(1 - b2^t) + eps)` (Nesterov: `(b1 m + (1-b1) g)` over the
+    same denominator); `project_radial_(d)`; `p *= 1 - lr*wd*(wd_ratio if projected else 1)`;
+    `p -= lr/(1 - b1^t) * d`."""
+
+    hyper = {
+        "lr": lr(1e-3),
+        "betas": decay_rates(0.9, 0.999),
+        "eps": eps(1e-8),
+        "weight_decay": weight_decay(0.0),
+        **_projection_hyper(),
+    }
+    elementwise = False  # the projection reduces over rows and over the whole tensor
+
+    @staticmethod
+    def init(p, g, group):
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    @staticmethod
+    def scalars(group, step):
+        b1, b2 = group["betas"]
+        lr_, wd = group["lr"], group["weight_decay"]
+        return {
+            "beta1": b1,
+            "beta2": b2,
+            "one_minus_beta1": 1 - b1,
+            "one_minus_beta2": 1 - b2,
+            "eps": group["eps"],
+            "delta": group["delta"],
+            "nesterov": group["nesterov"],
+            "bias_correction2_sqrt": (1 - b2**step) ** 0.5,
+            "neg_step_size": -lr_ / (1 - b1**step),
+            "decay_on": wd > 0,
+            "decay": 1 - lr_ * wd,
+            "decay_projected": 1 - lr_ * wd * group["wd_ratio"],
+        }
+
+    @staticmethod
+    def update(p, g, state, s):
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        ops.add_(m.mul_(s["beta1"]), g, s["one_minus_beta1"])
+        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
+        denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
+        if s["nesterov"]:
+            direction = (m * s["beta1"] + g * s["one_minus_beta1"]) / denom
+        else:
+            direction = m / denom
+        projected = project_radial_(direction, p, g, s["delta"], s["eps"])
+        if s["decay_on"]:
+            p.mul_(s["decay_projected"] if projected else s["decay"])
+        ops.add_(p, direction, s["neg_step_size"])
+
+
+class AdamP(Optimizer):
+    """AdamP. Defaults lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0 (decoupled), delta 0.1,
+    wd_ratio 0.1, nesterov False (as clovaai/AdamP)."""
+
+    rule = AdamPRule
+
+
+class SGDPRule(Rule):
+    """`b = momentum*b + (1-dampening)*g` (b starts at 0); `d = g + momentum*b` (Nesterov) or `d = b`;
+    `project_radial_(d)`; `p *= 1 - lr*wd*(wd_ratio if projected else 1)/(1 - momentum)`; `p -= lr*d`.
+    Without Nesterov `d` is the buffer itself, so a projection also projects the stored buffer, as
+    in the reference."""
+
+    hyper = {
+        "lr": lr(1e-3),
+        "momentum": Hyper(0.0, unit_interval, "momentum factor (the decay is divided by 1 - momentum)"),
+        "dampening": Hyper(0.0, non_negative, "dampening of the momentum"),
+        "weight_decay": weight_decay(0.0),
+        "eps": eps(1e-8),
+        **_projection_hyper(),
+    }
+    elementwise = False
+
+    @staticmethod
+    def init(p, g, group):
+        return {"momentum_buffer": torch.zeros_like(p)}
+
+    @staticmethod
+    def scalars(group, step):
+        lr_, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        return {
+            "momentum": momentum,
+            "take": 1 - group["dampening"],
+            "eps": group["eps"],
+            "delta": group["delta"],
+            "nesterov": group["nesterov"],
+            "neg_lr": -lr_,
+            "decay_on": wd != 0,
+            "decay": 1 - lr_ * wd / (1 - momentum),
+            "decay_projected": 1 - lr_ * wd * group["wd_ratio"] / (1 - momentum),
+        }
+
+    @staticmethod
+    def update(p, g, state, s):
+        buf = state["momentum_buffer"]
+        ops.add_(buf.mul_(s["momentum"]), g, s["take"])
+        direction = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
+        projected = project_radial_(direction, p, g, s["delta"], s["eps"])
+        if s["decay_on"]:
+            p.mul_(s["decay_projected"] if projected else s["decay"])
+        ops.add_(p, direction, s["neg_lr"])
+
+
+class SGDP(Optimizer):
+    """SGDP. Defaults lr 1e-3 (the reference requires one), momentum 0, dampening 0, weight_decay 0,
+    nesterov False, eps 1e-8, delta 0.1, wd_ratio 0.1 (as clovaai/AdamP)."""
+
+    rule = SGDPRule

@@ -1,0 +1,62 @@
+"""diffGrad (Dubey et al. 2019, "diffGrad: An Optimization Method for Convolutional Neural Networks"),
+with the semantics of shivram1987/diffGrad's `diffGrad_v2.py` (v1 keeps a reference to the live
+gradient, so its friction is always sigmoid(0) after the first step)."""
+from __future__ import annotations
+
+import torch
+
+from ..engine import ops
+from ..engine.optimizer import Optimizer
+from ..engine.rule import Rule
+from .common import decay_rates, eps, lr, weight_decay
+
+
+class DiffGradRule(Rule):
+    """With g the gradient plus the coupled L2 term `wd * p`:
+    `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; dfc = sigmoid(|g_prev - g|)` (g_prev is 0 at the
+    first step, then the previous step's decayed gradient);
+    `p -= lr * sqrt(1 - b2^t)/(1 - b1^t) * dfc * m / (sqrt(v) + eps)`. The friction scales only the
+    step, not the stored m; eps is added to the uncorrected sqrt(v). Unlike the reference, `p.grad`
+    itself is left untouched."""
+
+    hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(0.0)}
+
+    @staticmethod
+    def init(p, g, group):
+        return {
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+            "previous_grad": torch.zeros_like(p),
+        }
+
+    @staticmethod
+    def scalars(group, step):
+        b1, b2 = group["betas"]
+        return {
+            "beta1": b1,
+            "beta2": b2,
+            "one_minus_beta1": 1 - b1,
+            "one_minus_beta2": 1 - b2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "decay": group["weight_decay"] != 0,
+            "neg_step_size": -group["lr"] * (1 - b2**step) ** 0.5 / (1 - b1**step),
+        }
+
+    @staticmethod
+    def update(p, g, state, s):
+        m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
+        if s["decay"]:
+            g = ops.add_(g.clone(), p, s["weight_decay"])
+        ops.add_(m.mul_(s["beta1"]), g, s["one_minus_beta1"])
+        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
+        denom = v.sqrt().add_(s["eps"])
+        friction = torch.sigmoid((prev - g).abs_())
+        prev.copy_(g)
+        ops.addcdiv_(p, m * friction, denom, s["neg_step_size"])
+
+
+class DiffGrad(Optimizer):
+    """diffGrad. Defaults lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0 (coupled L2, as the reference)."""
+
+    rule = DiffGradRule
