@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from optarena.factory import create_optimizer, param_groups
+from optarena import create_optimizer, param_groups
 
 
 class TinyTransformer(nn.Module):

@@ -1,12 +1,17 @@
 """optarena: optimizers from the recent literature, faithful to their authors' code."""
 from .engine import GlobalNormClip, GradientTransform, NonFiniteGradientError, Optimizer, Rule
+from .engine.transforms import CoordinateClip, GradientNoise, SplitGradients
+from .factory import create_optimizer, param_groups
 from .registry import available, create, get, register
-from .rules import SGD, AdamW, Adan, Lion
+from .rules import SGD, SGDP, AdamP, AdamW, Adan, DiffGrad, Lion
 
 register("adamw", AdamW)
 register("sgd", SGD)
 register("lion", Lion)
 register("adan", Adan)
+register("diffgrad", DiffGrad)
+register("adamp", AdamP)
+register("sgdp", SGDP)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -14,13 +19,21 @@ __all__ = [
     "SGD",
     "Lion",
     "Adan",
+    "DiffGrad",
+    "AdamP",
+    "SGDP",
     "Optimizer",
     "Rule",
     "GradientTransform",
     "GlobalNormClip",
+    "CoordinateClip",
+    "GradientNoise",
+    "SplitGradients",
     "NonFiniteGradientError",
     "available",
     "create",
+    "create_optimizer",
+    "param_groups",
     "get",
     "register",
 ]
