@@ -150,3 +150,16 @@ def test_sgdp_without_nesterov_projects_its_momentum_buffer():
             assert rowwise_dot(buf, p0).abs().max() < 1e-9
         else:
             assert torch.equal(buf, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_cosine_is_torchs_cosine_similarity(dtype):
+    """The compilable cosine (eps may be a tensor) equals F.cosine_similarity bit for bit, zero rows included."""
+    from optarena.rules.adamp import _row_cosine
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 40, generator=gen, dtype=dtype), torch.randn(9, 40, generator=gen, dtype=dtype)
+    x[3] = 0.0
+    expected = torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-8)
+    assert torch.equal(_row_cosine(x, y, 1e-8), expected)
+    assert torch.equal(_row_cosine(x, y, torch.tensor(1e-8, dtype=dtype)), expected)

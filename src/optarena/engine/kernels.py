@@ -2,7 +2,8 @@
 
 The fused path compiles `read state -> rule.update -> write state` with `torch.compile`, so the
 storage's decode/encode fuses with the math. Elementwise rules run on 1-D views with dynamic
-shapes: one compilation per rule, storage and dtype combination serves every tensor size
+shapes: one compilation per rule, storage and dtype combination serves every tensor size (rules
+that reduce over a tensor, like AdamP's projection, compile once per number of dimensions)
 (compiled once per process, ~20 s on a laptop CPU; inductor caches it on disk after that).
 Scalars become 0-d tensors so that changing lr or the step never recompiles (dynamo's own
 handling of Python floats is not used: it can bake a float passed as an op's `alpha` into the graph).
@@ -39,7 +40,8 @@ def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: 
     # The key holds everything a graph specializes on (dtype, the rule's bool switches, state
     # present, a split-off g2), so each wrapper compiles about once; sizes and float scalars are dynamic.
     switches = tuple(sorted((k, v) for k, v in s.items() if isinstance(v, bool)))
-    key = (rule, storage.precision, p.dtype, p.device.type, tuple(stored), switches, g2 is not None)
+    ndim = 1 if rule.elementwise else p.dim()
+    key = (rule, storage.precision, p.dtype, p.device.type, ndim, tuple(stored), switches, g2 is not None)
     fn = _COMPILED.get(key)
     if fn is None:
         # A fresh code object per key: dynamo counts recompilations per code object, so keys
@@ -73,10 +75,14 @@ def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
     if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
         if rule.fused_kernel(p, g, stored, s):
             return
-    if not rule.elementwise or not _fusable(p, g, stored, g2):
+    if not _fusable(p, g, stored, g2):
         apply_eager(rule, storage, p, g, stored, s, g2)
         return
-    flat = {k: v.view(-1) for k, v in stored.items()}
-    # detach: whether p requires grad would otherwise be one more guard (and graph) per key.
+    # Elementwise rules run on 1-D views (one graph for every shape); others keep their shape
+    # (one graph per number of dimensions). detach: requires_grad would be one more guard.
+    shape = (-1,) if rule.elementwise else p.shape
     fn = _compiled(rule, storage, p, stored, s, g2)
-    fn(p.detach().view(-1), g.view(-1), flat, _as_tensors(s, p), None if g2 is None else g2.view(-1))
+    fn(
+        p.detach().view(shape), g.view(shape), {k: v.view(shape) for k, v in stored.items()},
+        _as_tensors(s, p), None if g2 is None else g2.view(shape),
+    )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
@@ -19,28 +18,51 @@ from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay
 
 
-def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, delta, eps) -> bool:
+def _row_cosine(x: torch.Tensor, y: torch.Tensor, eps) -> torch.Tensor:
+    """`F.cosine_similarity(x, y, dim=1, eps=eps)`, bit for bit, with `eps` a float or a 0-d tensor."""
+    x_n = x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+    y_n = y / y.norm(dim=1, keepdim=True).clamp_min(eps)
+    return (x_n * y_n).sum(dim=1)
+
+
+def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, delta, eps) -> torch.Tensor | None:
     """Remove the radial component of `direction` (in place) where `p` looks scale-invariant.
 
     Only tensors with two or more dimensions are tested. Two views are tried in order: one row per
     output channel (`size0 x rest`), then the whole tensor as one row. The first view where every
     row's `|cos(g, p)|` is below `delta / sqrt(row length)` is used: for each row,
     `direction -= p_n * <p_n, direction>` with `p_n = p / (||p|| + eps)`. The cosine uses the raw
-    gradient `g` (as the reference does), whatever `direction` is. Returns whether it projected, in
-    which case the caller scales the weight decay by `wd_ratio`.
+    gradient `g` (as the reference does), whatever `direction` is. Returns a 0-d bool tensor, true
+    when it projected (the caller then scales the weight decay by `wd_ratio`), or None for tensors
+    it never tests. Branch-free (both views are computed, `torch.where` picks), so one compiled
+    kernel serves it.
     """
     if p.dim() < 2 or p.numel() == 0:
-        return False
+        return None
+    removed, projected = torch.zeros_like(direction), torch.zeros((), dtype=torch.bool, device=p.device)
     for rows in (p.shape[0], 1):
         p_rows = p.reshape(rows, -1)
-        cosine = F.cosine_similarity(g.reshape(rows, -1), p_rows, dim=1, eps=eps).abs_()
-        if cosine.max() < delta / math.sqrt(p_rows.shape[1]):
-            per_row = (rows,) + (1,) * (p.dim() - 1)
-            p_n = p / p_rows.norm(dim=1).add_(eps).view(per_row)
-            radial = (p_n * direction).reshape(rows, -1).sum(dim=1).view(per_row)
-            direction.sub_(p_n * radial)
-            return True
-    return False
+        cosine = _row_cosine(g.reshape(rows, -1), p_rows, eps).abs_().max()
+        hit = (cosine < delta / p_rows.shape[1] ** 0.5) & ~projected
+        per_row = (rows,) + (1,) * (p.dim() - 1)
+        p_n = p / p_rows.norm(dim=1).add_(eps).view(per_row)
+        radial = (p_n * direction).reshape(rows, -1).sum(dim=1).view(per_row)
+        removed = torch.where(hit, p_n * radial, removed)
+        projected = projected | hit
+    direction.sub_(removed)
+    return projected
+
+
+def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
+    """`p *= 1 - lr*wd*(wd_ratio if projected else 1)` (SGDP's factors include its 1/(1 - momentum))."""
+    if not s["decay_on"]:
+        return
+    if projected is None:
+        p.mul_(s["decay"])
+    elif isinstance(s["decay"], float):  # eager: choose in Python, keeping the scalar's full precision
+        p.mul_(s["decay_projected"] if projected else s["decay"])
+    else:  # compiled: 0-d tensors, no data-dependent branch
+        p.mul_(torch.where(projected, s["decay_projected"], s["decay"]))
 
 
 def _projection_hyper() -> dict[str, Hyper]:
@@ -63,7 +85,7 @@ class AdamPRule(Rule):
         "weight_decay": weight_decay(0.0),
         **_projection_hyper(),
     }
-    elementwise = False  # the projection reduces over rows and over the whole tensor
+    elementwise = False  # the projection reduces over rows and over the whole tensor (compiled per ndim)
 
     @staticmethod
     def init(p, g, group):
@@ -98,9 +120,7 @@ class AdamPRule(Rule):
             direction = (m * s["beta1"] + g * s["one_minus_beta1"]) / denom
         else:
             direction = m / denom
-        projected = project_radial_(direction, p, g, s["delta"], s["eps"])
-        if s["decay_on"]:
-            p.mul_(s["decay_projected"] if projected else s["decay"])
+        _decay_(p, project_radial_(direction, p, g, s["delta"], s["eps"]), s)
         ops.add_(p, direction, s["neg_step_size"])
 
 
@@ -151,9 +171,7 @@ class SGDPRule(Rule):
         buf = state["momentum_buffer"]
         ops.add_(buf.mul_(s["momentum"]), g, s["take"])
         direction = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
-        projected = project_radial_(direction, p, g, s["delta"], s["eps"])
-        if s["decay_on"]:
-            p.mul_(s["decay_projected"] if projected else s["decay"])
+        _decay_(p, project_radial_(direction, p, g, s["delta"], s["eps"]), s)
         ops.add_(p, direction, s["neg_lr"])
 
 
