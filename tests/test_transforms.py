@@ -305,3 +305,38 @@ def test_global_norm_clip_composes():
 def test_bad_transform_arguments_name_the_argument(make, arg):
     with pytest.raises(ValueError, match=arg):
         make()
+
+
+def test_update_clip_bounds_the_step_exactly():
+    a, b = torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)
+    opt = optarena.SGD([a, b], lr=1.0, transforms=[optarena.UpdateClip(max_norm=1.0, eps=0.0)])
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])  # the SGD step has norm 5
+    opt.step()
+    torch.testing.assert_close(torch.cat([a.detach(), b.detach()]), torch.tensor([-0.6, 0.0, -0.8]))
+    a.grad, b.grad = torch.tensor([0.3, 0.0]), torch.tensor([0.4])  # norm 0.5: untouched
+    opt.step()
+    torch.testing.assert_close(torch.cat([a.detach(), b.detach()]), torch.tensor([-0.9, 0.0, -1.2]))
+
+
+@pytest.mark.parametrize("name", ["lion", "adamw", "adamp"])
+def test_update_clip_applies_to_any_rule_after_it(name):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(6, 5, generator=gen).requires_grad_(), torch.randn(5, generator=gen).requires_grad_()]
+    free = [p.detach().clone().requires_grad_() for p in params]
+    clipped = optarena.create(name, params, lr=0.1, transforms=[optarena.UpdateClip(max_norm=0.05, eps=0.0)])
+    unclipped = optarena.create(name, free, lr=0.1)
+    for ps, opt in ((params, clipped), (free, unclipped)):
+        before = torch.cat([p.detach().reshape(-1).clone() for p in ps])
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        change = torch.cat([p.detach().reshape(-1) for p in ps]) - before
+        if opt is clipped:
+            assert change.norm().item() == pytest.approx(0.05, rel=1e-5)
+        else:
+            assert change.norm().item() > 0.5  # the clip really changed something
+
+
+def test_update_clip_rejects_bad_max_norm():
+    with pytest.raises(ValueError, match="max_norm"):
+        optarena.UpdateClip(max_norm=0.0)

@@ -1,6 +1,6 @@
 """optarena: optimizers from the recent literature, faithful to their authors' code."""
 from .engine import GlobalNormClip, GradientTransform, NonFiniteGradientError, Optimizer, Rule
-from .engine.transforms import CoordinateClip, GradientNoise, SplitGradients
+from .engine.transforms import CoordinateClip, GradientNoise, SplitGradients, UpdateClip
 from .factory import create_optimizer, param_groups
 from .registry import available, create, get, register
 from .rules import SGD, SGDP, AdamP, AdamW, Adan, DiffGrad, Lion
@@ -29,6 +29,7 @@ __all__ = [
     "CoordinateClip",
     "GradientNoise",
     "SplitGradients",
+    "UpdateClip",
     "NonFiniteGradientError",
     "available",
     "create",

@@ -3,7 +3,14 @@ from .hyper import Hyper
 from .optimizer import NONFINITE_POLICIES, NonFiniteGradientError, Optimizer
 from .rule import Rule
 from .storage import StateStorage
-from .transforms import CoordinateClip, GlobalNormClip, GradientNoise, GradientTransform, SplitGradients
+from .transforms import (
+    CoordinateClip,
+    GlobalNormClip,
+    GradientNoise,
+    GradientTransform,
+    SplitGradients,
+    UpdateClip,
+)
 
 __all__ = [
     "Hyper",
@@ -17,4 +24,5 @@ __all__ = [
     "CoordinateClip",
     "GradientNoise",
     "SplitGradients",
+    "UpdateClip",
 ]

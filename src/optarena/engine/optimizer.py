@@ -35,7 +35,8 @@ class Optimizer(torch.optim.Optimizer):
     Engine options, shared by every method:
 
     * `transforms`: `GradientTransform`s applied, in order, to all gradients before the rule
-      (e.g. `GlobalNormClip`, `CoordinateClip`, `GradientNoise`; see `engine/transforms.py`).
+      (e.g. `GlobalNormClip`, `CoordinateClip`, `GradientNoise`; see `engine/transforms.py`), and
+      those that act on updates (`UpdateClip`), in order, to each step's parameter changes after it.
     * `nonfinite`: what `step` does when a gradient holds inf/NaN. `"raise"` (default) raises
       `NonFiniteGradientError` before anything is changed; `"skip"` leaves parameters and state
       untouched and counts the skipped step (`optimizer.skipped_steps`, saved in `state_dict`);
@@ -131,8 +132,13 @@ class Optimizer(torch.optim.Optimizer):
                 )
             self.skipped_steps += 1
             return loss
+        staged = list(zip(self.transforms, self._transform_states))
+        after = [(t, st) for t, st in staged if t.acts_on == "updates"]
+        before = [p.detach().clone() for p in params] if after else None
         second: dict[int, torch.Tensor] = {}
-        for transform, tstate in zip(self.transforms, self._transform_states):
+        for transform, tstate in staged:
+            if transform.acts_on == "updates":
+                continue
             grads = transform.update(grads, params, tstate)
             if isinstance(grads, SplitGradients):
                 second = dict(zip(map(id, params), grads.second_moment))
@@ -153,7 +159,20 @@ class Optimizer(torch.optim.Optimizer):
                 stored = {k: v for k, v in state.items() if k != "step"}
                 s = self.rule.scalars(group, state["step"])
                 apply(self.rule, self.storage, p, g, stored, s, second.get(id(p)))
+        if after:
+            self._transform_updates(params, before, after)
         return loss
+
+    @staticmethod
+    def _transform_updates(params, before, after) -> None:
+        """Run the `acts_on="updates"` transforms on this step's changes and apply what they return."""
+        updates = [p.detach() - b for p, b in zip(params, before)]
+        for transform, tstate in after:
+            new = transform.update(updates, params, tstate)
+            if new is not updates:
+                for p, b, u in zip(params, before, new):
+                    p.detach().copy_(b + u)
+                updates = new
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -45,6 +45,10 @@ class GradientTransform:
     splits_second_moment: bool = False
     """True when `update` returns `SplitGradients` (the optimizer checks that its rule accepts them)."""
 
+    acts_on: str = "gradients"
+    """`"gradients"`: runs before the rule on the gradients. `"updates"`: runs after the rule on each
+    parameter's change of this step (`UpdateClip`); returning new tensors replaces the changes."""
+
     def init(self) -> dict[str, Any]:
         return {}
 
@@ -220,3 +224,23 @@ class CoordinateClip(GradientTransform):
                 t = tau.to(device=g.device, dtype=g.dtype)
                 g.clamp_(min=-t, max=t)
         return grads if unclipped is None else SplitGradients(grads, unclipped)
+
+
+class UpdateClip(GradientTransform):
+    """Clip the step itself: scale every parameter's change of this step by `min(1, max_norm / (||u|| + eps))`,
+    `||u||` the norm of all the changes taken as one vector.
+
+    Runs after the rule (`acts_on = "updates"`), whatever transforms came before, so it bounds what
+    any optimizer moves per step (Lion's sign steps, Adam's early steps). It costs one copy of the
+    parameters per step, taken before the rule runs.
+    """
+
+    acts_on = "updates"
+
+    def __init__(self, max_norm: float, eps: float = 1e-6):
+        self.max_norm = positive("max_norm", max_norm)
+        self.eps = non_negative("eps", eps)
+
+    def update(self, grads, params, state):
+        coef = min(1.0, self.max_norm / (global_norm(grads).item() + self.eps))
+        return grads if coef == 1.0 else [u * coef for u in grads]
