@@ -37,27 +37,51 @@ def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
 
 
 def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: Scalars, g2) -> Callable:
-    # The key holds everything a graph specializes on (dtype, the rule's bool switches, state
-    # present, a split-off g2), so each wrapper compiles about once; sizes and float scalars are dynamic.
-    switches = tuple(sorted((k, v) for k, v in s.items() if isinstance(v, bool)))
+    """The compiled update for this combination of everything a graph specializes on.
+
+    The key holds dtype, number of dimensions (non-elementwise rules), the state's names, the
+    rule's bool switches and whether a g2 was split off. Bools are baked into the wrapper; float
+    scalars arrive packed in one 1-D tensor, state as a tuple: few inputs means few guards, which
+    dominate the cost of a call on small tensors.
+    """
+    floats = tuple(k for k, v in s.items() if isinstance(v, float))
+    switches = tuple((k, v) for k, v in s.items() if not isinstance(v, float))
     ndim = 1 if rule.elementwise else p.dim()
-    key = (rule, storage.precision, p.dtype, p.device.type, ndim, tuple(stored), switches, g2 is not None)
+    key = (rule, storage.precision, p.dtype, p.device.type, ndim, tuple(stored), floats, switches, g2 is not None)
     fn = _COMPILED.get(key)
     if fn is None:
         # A fresh code object per key: dynamo counts recompilations per code object, so keys
         # sharing one wrapper would exhaust each other's recompile budget.
-        scope = {"apply_eager": apply_eager, "rule": rule, "storage": storage}
-        exec("def fused_update(p, g, stored, s, g2):\n    apply_eager(rule, storage, p, g, stored, s, g2)\n", scope)
+        scope = {
+            "apply_eager": apply_eager, "rule": rule, "storage": storage,
+            "names": tuple(stored), "floats": floats, "switches": switches,
+        }  # fmt: skip
+        exec(
+            "def fused_update(p, g, state, packed, g2):\n"
+            "    s = dict(zip(floats, packed.unbind(0)))\n"
+            "    s.update(switches)\n"
+            "    apply_eager(rule, storage, p, g, dict(zip(names, state)), s, g2)\n",
+            scope,
+        )
         fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True)
         _COMPILED[key] = fn
     return fn
 
 
-def _as_tensors(s: Scalars, param: torch.Tensor) -> dict[str, Any]:
-    # float32 (float64 for float64 parameters): the precision in which torch's eager kernels
-    # apply a Python scalar to such tensors.
-    dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
-    return {k: torch.tensor(v, dtype=dtype, device=param.device) if isinstance(v, float) else v for k, v in s.items()}
+class StepScalars(dict):
+    """A rule's scalars for one (param group, step), shared by the group's tensors: the packed
+    tensor the compiled path needs is built once, not once per tensor."""
+
+    def packed(self, param: torch.Tensor) -> torch.Tensor:
+        # float32 (float64 for float64 parameters): the precision in which torch's eager kernels
+        # apply a Python scalar to such tensors.
+        dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
+        cache = self.__dict__.setdefault("_packed", {})
+        key = (dtype, param.device)
+        if key not in cache:
+            values = [v for v in self.values() if isinstance(v, float)]
+            cache[key] = torch.tensor(values, dtype=dtype, device=param.device)
+        return cache[key]
 
 
 def _fusable(p: torch.Tensor, g: torch.Tensor, stored: dict, g2) -> bool:
@@ -82,7 +106,8 @@ def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
     # (one graph per number of dimensions). detach: requires_grad would be one more guard.
     shape = (-1,) if rule.elementwise else p.shape
     fn = _compiled(rule, storage, p, stored, s, g2)
+    packed = s.packed(p) if isinstance(s, StepScalars) else StepScalars(s).packed(p)
     fn(
-        p.detach().view(shape), g.view(shape), {k: v.view(shape) for k, v in stored.items()},
-        _as_tensors(s, p), None if g2 is None else g2.view(shape),
+        p.detach().view(shape), g.view(shape), tuple(v.view(shape) for v in stored.values()),
+        packed, None if g2 is None else g2.view(shape),
     )  # fmt: skip

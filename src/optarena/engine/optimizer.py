@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import torch
 
 from .hyper import Hyper, resolve
-from .kernels import apply_eager, apply_fused
+from .kernels import StepScalars, apply_eager, apply_fused
 from .rule import Rule
 from .storage import StateStorage
 from .transforms import GradientTransform, SplitGradients
@@ -22,11 +22,19 @@ class NonFiniteGradientError(FloatingPointError):
 
 
 def all_finite(grads: Sequence[torch.Tensor]) -> bool:
-    """Whether every gradient is finite: one read of each, summed in float64 (no overflow false alarms)."""
+    """Whether every gradient is finite, for about one read of each.
+
+    Each gradient is summed in its own precision (an inf or NaN makes the sum non-finite); only a
+    gradient whose sum overflowed is then checked element by element, so huge finite gradients
+    raise no false alarm.
+    """
     if not grads:
         return True
-    sums = torch.stack([g.sum(dtype=torch.float64) for g in grads])
-    return bool(torch.isfinite(sums).all())
+    sums = torch.stack([g.sum(dtype=torch.float32 if g.dtype != torch.float64 else None) for g in grads])
+    if bool(torch.isfinite(sums).all()):
+        return True
+    suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+    return all(bool(torch.isfinite(grads[i]).all()) for i in suspects)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -146,6 +154,7 @@ class Optimizer(torch.optim.Optimizer):
         new_grad = dict(zip(map(id, params), grads))
         apply = apply_fused if self.fused else apply_eager
         for group in self.param_groups:
+            scalars: dict[int, StepScalars] = {}
             for p in group["params"]:
                 g = new_grad.get(id(p))
                 if g is None:
@@ -157,8 +166,10 @@ class Optimizer(torch.optim.Optimizer):
                         state[key] = self.storage.encode(value, p)
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
-                s = self.rule.scalars(group, state["step"])
-                apply(self.rule, self.storage, p, g, stored, s, second.get(id(p)))
+                step = state["step"]
+                if step not in scalars:  # computed once per group and step, shared by its tensors
+                    scalars[step] = StepScalars(self.rule.scalars(group, step))
+                apply(self.rule, self.storage, p, g, stored, scalars[step], second.get(id(p)))
         if after:
             self._transform_updates(params, before, after)
         return loss

@@ -30,6 +30,8 @@ class SGDRule(Rule):
         first = step == 1
         return {
             "neg_lr": -group["lr"],
+            "step": float(step),
+            "dampening": group["dampening"],
             "weight_decay": group["weight_decay"],
             "momentum": group["momentum"],
             # The buffer starts at zero; at the first step keeping 0 of it and taking all of g
@@ -49,6 +51,21 @@ class SGDRule(Rule):
             ops.add_(buf.mul_(s["keep"]), g, s["take"])
             g = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
         ops.add_(p, g, s["neg_lr"])
+
+    @staticmethod
+    def fused_kernel(p, g, state, s) -> bool:
+        """torch's own fused SGD kernel (same math, one pass over memory)."""
+        buf = state.get("momentum_buffer")
+        if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            return False
+        if g.dtype != p.dtype or (buf is not None and buf.dtype != p.dtype):
+            return False
+        torch._fused_sgd_(
+            [p], [g], [] if buf is None else [buf],
+            weight_decay=s["weight_decay"], momentum=s["momentum"] if buf is not None else 0.0, lr=-s["neg_lr"],
+            dampening=s["dampening"], nesterov=s["nesterov"], maximize=False, is_first_step=s["step"] == 1.0,
+        )  # fmt: skip
+        return True
 
 
 class SGD(Optimizer):
