@@ -20,6 +20,11 @@ from .storage import StateStorage
 Kernel = Callable[[torch.Tensor, torch.Tensor, dict, Scalars], None]
 
 _COMPILED: dict[tuple, Callable] = {}
+# Sizes are dynamic, so inductor decides whether a loop runs on all threads from the size seen
+# at compile time (and its on-disk cache then reuses that decision for every size): compiled
+# first on a small tensor, the kernel would stay single-threaded on large ones. With dynamic
+# threads every loop gets a parallel region and OpenMP sizes it at run time.
+_INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
 
 
 def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None) -> None:
@@ -63,7 +68,7 @@ def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: 
             "    apply_eager(rule, storage, p, g, dict(zip(names, state)), s, g2)\n",
             scope,
         )
-        fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True)
+        fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True, options=_INDUCTOR_OPTIONS)
         _COMPILED[key] = fn
     return fn
 
