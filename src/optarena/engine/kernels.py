@@ -1,10 +1,9 @@
 """How a rule's update is executed: eagerly (the reference) or as one fused kernel per tensor.
 
 The fused path compiles `read state -> rule.update -> write state` with `torch.compile`, so the
-storage's decode/encode fuses with the math. Elementwise rules run on 1-D views with dynamic
-shapes: one compilation per rule, storage and dtype combination serves every tensor size (rules
-that reduce over a tensor, like AdamP's projection, compile once per number of dimensions)
-(compiled once per process, ~20 s on a laptop CPU; inductor caches it on disk after that).
+storage's decode/encode fuses with the math. Sizes are dynamic: one compilation per rule,
+storage, dtype, number of dimensions and bool switches serves every tensor size (the first one
+in a process costs ~20 s on a laptop CPU, later ones seconds; inductor caches them on disk).
 Scalars become 0-d tensors so that changing lr or the step never recompiles (dynamo's own
 handling of Python floats is not used: it can bake a float passed as an op's `alpha` into the graph).
 """
@@ -41,18 +40,16 @@ def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
         storage.write(v, work[k])
 
 
-def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: Scalars, g2) -> Callable:
+def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: "StepScalars", g2) -> Callable:
     """The compiled update for this combination of everything a graph specializes on.
 
-    The key holds dtype, number of dimensions (non-elementwise rules), the state's names, the
-    rule's bool switches and whether a g2 was split off. Bools are baked into the wrapper; float
-    scalars arrive packed in one 1-D tensor, state as a tuple: few inputs means few guards, which
-    dominate the cost of a call on small tensors.
+    The key holds dtype, number of dimensions, the state's names, the rule's bool switches and
+    whether a g2 was split off. Bools are baked into the wrapper; float scalars arrive packed in
+    one 1-D tensor, state as a tuple, tensors in their own shape (not as flattened views): few
+    inputs and no view bases means few guards, which dominate the cost of a call on small tensors.
     """
-    floats = tuple(k for k, v in s.items() if isinstance(v, float))
-    switches = tuple((k, v) for k, v in s.items() if not isinstance(v, float))
-    ndim = 1 if rule.elementwise else p.dim()
-    key = (rule, storage.precision, p.dtype, p.device.type, ndim, tuple(stored), floats, switches, g2 is not None)
+    floats, switches = s.layout()
+    key = (rule, storage.precision, p.dtype, p.device.type, p.dim(), tuple(stored), floats, switches, g2 is not None)
     fn = _COMPILED.get(key)
     if fn is None:
         # A fresh code object per key: dynamo counts recompilations per code object, so keys
@@ -74,8 +71,15 @@ def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: 
 
 
 class StepScalars(dict):
-    """A rule's scalars for one (param group, step), shared by the group's tensors: the packed
-    tensor the compiled path needs is built once, not once per tensor."""
+    """A rule's scalars for one (param group, step), shared by the group's tensors: what the
+    compiled path derives from them (the packed tensor, the key's layout) is built once."""
+
+    def layout(self) -> tuple[tuple, tuple]:
+        """(names of the float scalars, (name, value) of the others): part of the compile key."""
+        if "_layout" not in self.__dict__:
+            floats = tuple(k for k, v in self.items() if isinstance(v, float))
+            self._layout = (floats, tuple((k, v) for k, v in self.items() if not isinstance(v, float)))
+        return self._layout
 
     def packed(self, param: torch.Tensor) -> torch.Tensor:
         # float32 (float64 for float64 parameters): the precision in which torch's eager kernels
@@ -107,12 +111,6 @@ def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
     if not _fusable(p, g, stored, g2):
         apply_eager(rule, storage, p, g, stored, s, g2)
         return
-    # Elementwise rules run on 1-D views (one graph for every shape); others keep their shape
-    # (one graph per number of dimensions). detach: requires_grad would be one more guard.
-    shape = (-1,) if rule.elementwise else p.shape
-    fn = _compiled(rule, storage, p, stored, s, g2)
-    packed = s.packed(p) if isinstance(s, StepScalars) else StepScalars(s).packed(p)
-    fn(
-        p.detach().view(shape), g.view(shape), tuple(v.view(shape) for v in stored.values()),
-        packed, None if g2 is None else g2.view(shape),
-    )  # fmt: skip
+    # One graph per number of dimensions, sizes dynamic. detach: requires_grad would be one more guard.
+    s = s if isinstance(s, StepScalars) else StepScalars(s)
+    _compiled(rule, storage, p, stored, s, g2)(p.detach(), g, tuple(stored.values()), s.packed(p), g2)

@@ -25,7 +25,6 @@ class Rule:
     * `update(p, g, state, s)` updates `p` and the working `state` tensors in place. Written with
       ordinary torch ops, it is both the eager reference and what `torch.compile` fuses.
 
-    `elementwise` rules may be flattened to 1-D for the fused path (one compilation for all shapes).
     `fused_kernel`, when set, is an existing fused implementation (e.g. torch's AdamW kernel) used
     on the fused path for state kept in the parameter's dtype; it must agree with `update`.
 
@@ -36,7 +35,6 @@ class Rule:
     """
 
     hyper: ClassVar[dict[str, Hyper]] = {}
-    elementwise: ClassVar[bool] = True
     fused_kernel: ClassVar[Any] = None
     second_moment_grad: ClassVar[bool] = False
 

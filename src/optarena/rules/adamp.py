@@ -85,7 +85,6 @@ class AdamPRule(Rule):
         "weight_decay": weight_decay(0.0),
         **_projection_hyper(),
     }
-    elementwise = False  # the projection reduces over rows and over the whole tensor (compiled per ndim)
 
     @staticmethod
     def init(p, g, group):
@@ -145,7 +144,6 @@ class SGDPRule(Rule):
         "eps": eps(1e-8),
         **_projection_hyper(),
     }
-    elementwise = False
 
     @staticmethod
     def init(p, g, group):
