@@ -29,8 +29,10 @@ kernel may spill and the non-finite check's extra gradient read are not counted.
 
 Timing is round-robin: the fused, the checked and a torch baseline optimizer each take one step
 per round, so that bursts of load from other processes hit all three alike. The ratios of an
-optimizer use the baseline steps interleaved with its own (`torch_ms_per_step_paired`); the
-baseline's reported `ms_per_step` is the median of all its timed steps. Eager runs alone.
+optimizer are medians of per-round ratios against the baseline steps interleaved with its own
+(time ratio = ours / torch; bandwidth ratio = (our bytes / torch bytes) / time ratio, i.e. ours
+GB/s over torch GB/s); `torch_ms_per_step_paired` is the median of those baseline steps, and the
+baseline's reported `ms_per_step` the median of all its timed steps. Eager runs alone.
 The script exits 0 even when a target is missed: it is a benchmark, not a test.
 """
 from __future__ import annotations
@@ -156,6 +158,7 @@ def write_json(path: str, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -163,20 +166,27 @@ def write_json(path: str, data: dict) -> None:
 
 
 def print_report(result: dict) -> None:
-    base = result["baseline"]
-    print(f"\n{result['params']:,} fp32 params in {N_TENSORS} tensors; torch {result['machine']['torch']}, "
-          f"{result['machine']['threads']} threads, {result['machine']['cpu']}")
-    header = f"{'optimizer':<22}{'ms/step':>9}{'GB/s':>8}{'time x':>8}{'bw x':>7}{'B/param':>8}" \
-             f"{'checked':>9}{'eager':>9}{'compile s':>10}"
-    print(header)
-    print("-" * len(header))
-    print(f"{'torch AdamW fused':<22}{base['ms_per_step']:>9.2f}{base['gbps']:>8.2f}{1:>8.2f}{1:>7.2f}"
-          f"{base['state_bytes_per_param']:>8.1f}{'':>9}{'':>9}{base['warmup_s']:>10.1f}")
+    base, machine = result["baseline"], result["machine"]
+    print(f"\n{result['params']:,} fp32 params in {N_TENSORS} tensors; torch {machine['torch']}, "
+          f"{machine['threads']} threads, {machine['cpu']}; load {machine['loadavg_start']:.2f} -> "
+          f"{machine['loadavg_end']:.2f}")
+    cols = ("optimizer", "ms/step", "GB/s", "torch ms", "time x", "bw x", "B/param", "checked", "eager", "warm-up s")
+    widths = (18, 9, 8, 9, 8, 7, 8, 9, 9, 10)
+
+    def line(values):
+        return f"{values[0]:<{widths[0]}}" + "".join(f"{v:>{w}}" for v, w in zip(values[1:], widths[1:]))
+
+    print(line(cols))
+    print("-" * sum(widths))
+    print(line(("torch AdamW fused", f"{base['ms_per_step']:.2f}", f"{base['gbps']:.1f}", "", "1.00", "1.00",
+                f"{base['state_bytes_per_param']:.1f}", "", "", f"{base['warmup_s']:.1f}")))
     for name, r in result["optimizers"].items():
-        print(f"{name:<22}{r['ms_per_step']:>9.2f}{r['gbps']:>8.2f}{r['ratio_vs_torch_fused_adamw']:>8.2f}"
-              f"{r['bandwidth_ratio_vs_torch_fused_adamw']:>7.2f}{r['state_bytes_per_param']:>8.1f}"
-              f"{r['ms_per_step_checked']:>9.2f}{r['ms_per_step_eager']:>9.2f}{r['compile_s']:>10.1f}")
-    print("(time x = ours/torch time; bw x = ours/torch GB/s; checked = nonfinite='raise'; eager = fused=False)")
+        print(line((name, f"{r['ms_per_step']:.2f}", f"{r['gbps']:.1f}", f"{r['torch_ms_per_step_paired']:.2f}",
+                    f"{r['ratio_vs_torch_fused_adamw']:.2f}", f"{r['bandwidth_ratio_vs_torch_fused_adamw']:.2f}",
+                    f"{r['state_bytes_per_param']:.1f}", f"{r['ms_per_step_checked']:.2f}",
+                    f"{r['ms_per_step_eager']:.2f}", f"{r['compile_s']:.1f}")))
+    print("torch ms = torch's steps interleaved with this optimizer's; time x = ours/torch time; bw x = ours/torch\n"
+          "GB/s; checked = nonfinite='raise'; eager = fused=False; warm-up s includes compilation")
     print("\ntargets:")
     for key, t in result["targets"].items():
         print(f"  {key} {t['op']} {t['threshold']}: {t['value']:.3f}  {'PASS' if t['pass'] else 'FAIL'}")
@@ -192,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 7:
         parser.error("--steps must be at least 7")
+    if args.eager_steps < 1:
+        parser.error("--eager-steps must be at least 1")
     names = optarena.available() if not args.only else [n.strip().lower() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(optarena.available()))
     if unknown:
         parser.error(f"unknown optimizer(s) {unknown}; available: {optarena.available()}")
 
+    load_start = os.getloadavg()[0]
     master = make_master(args.params)
     n = sum(v.numel() for v, _ in master)
     torch_adamw = lambda ps: torch.optim.AdamW(ps, fused=True)  # noqa: E731
@@ -216,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                         1, args.eager_steps)["eager"]
         base_samples += runs["torch"]["times_ms"]
         fused, paired = runs["fused"], runs["torch"]
-        rate, paired_rate = gbps(fused["bytes"], fused["ms"]), gbps(paired["bytes"], paired["ms"])
+        # Median of per-round time ratios: a burst of outside load that slows one round slows both.
+        ratio = statistics.median(ours / theirs for ours, theirs in zip(fused["times_ms"], paired["times_ms"]))
         rows[name] = {
             "ms_per_step": fused["ms"],
-            "gbps": rate,
-            "ratio_vs_torch_fused_adamw": fused["ms"] / paired["ms"],
-            "bandwidth_ratio_vs_torch_fused_adamw": rate / paired_rate,
+            "gbps": gbps(fused["bytes"], fused["ms"]),
+            "ratio_vs_torch_fused_adamw": ratio,
+            "bandwidth_ratio_vs_torch_fused_adamw": fused["bytes"] / paired["bytes"] / ratio,
             "torch_ms_per_step_paired": paired["ms"],
             "bytes_per_step": fused["bytes"],
             "state_bytes_per_param": fused["state_bytes"] / n,
@@ -242,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # 1-minute load averages: other processes on the machine make timings noisy.
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg()[0],
         },
         "params": n,
         "tensors": N_TENSORS,
