@@ -49,6 +49,8 @@ class AdamWRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """torch's own fused AdamW kernel (same math, one pass over memory)."""
+        if not hasattr(torch, "_fused_adamw_"):  # a private torch kernel: the compiled rule runs where it is missing
+            return False
         if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
             return False
         if not all(t.dtype == p.dtype for t in (g, *state.values())):

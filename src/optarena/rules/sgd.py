@@ -56,6 +56,8 @@ class SGDRule(Rule):
     def fused_kernel(p, g, state, s) -> bool:
         """torch's own fused SGD kernel (same math, one pass over memory)."""
         buf = state.get("momentum_buffer")
+        if not hasattr(torch, "_fused_sgd_"):  # a private torch kernel: the compiled rule runs where it is missing
+            return False
         if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
             return False
         if g.dtype != p.dtype or (buf is not None and buf.dtype != p.dtype):
