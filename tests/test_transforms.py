@@ -340,3 +340,17 @@ def test_update_clip_applies_to_any_rule_after_it(name):
 def test_update_clip_rejects_bad_max_norm():
     with pytest.raises(ValueError, match="max_norm"):
         optarena.UpdateClip(max_norm=0.0)
+
+
+@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "fused"])
+@pytest.mark.parametrize("name", ["adamw", "diffgrad", "adamp"])
+def test_adam_family_first_moment_clipped_second_unclipped(name, fused):
+    """One step from zero state: m = (1-b1)*clip(g), v = (1-b2)*g^2 for every rule that accepts the split."""
+    g = torch.tensor([[3.0, -0.5, 0.2], [-2.0, 0.1, 1.5]])
+    p = torch.zeros(2, 3, requires_grad=True)
+    opt = optarena.create(name, [p], fused=fused, weight_decay=0.0,
+                          transforms=[CoordinateClip(threshold=1.0, second_moment="unclipped")])  # fmt: skip
+    p.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(opt.state[p]["exp_avg_sq"], 0.001 * g**2)
+    torch.testing.assert_close(opt.state[p]["exp_avg"], 0.1 * g.clamp(-1, 1))

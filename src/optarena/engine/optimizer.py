@@ -90,7 +90,7 @@ class Optimizer(torch.optim.Optimizer):
         if splitting and not self.rule.second_moment_grad:
             raise ValueError(
                 f"{splitting[0]!r}: second_moment gives the rule's second-moment estimate its own gradient, "
-                f"but {name} has no second moment that accepts one (AdamW's does)"
+                f"but {name} has no second moment that accepts one (AdamW, DiffGrad and AdamP do)"
             )
         if len(splitting) > 1:
             raise ValueError(f"at most one transform may set second_moment, got {splitting!r}")

@@ -175,7 +175,7 @@ class CoordinateClip(GradientTransform):
     `second_moment="unclipped"` is the paper's Adam variant: the first moment (and everything else
     the rule does) takes the clipped gradient, the second moment the unclipped one. Only rules
     with a second-moment estimate that accept a separate gradient (`Rule.second_moment_grad`, e.g.
-    AdamW) can use it; others raise ValueError when the optimizer is built. The default
+    AdamW, DiffGrad, AdamP) can use it; others raise ValueError when the optimizer is built. The default
     `"clipped"` gives the rule only the clipped gradient. Gradients are rewritten in place (with
     `"unclipped"`, a copy of the unclipped ones is kept for the step).
     """

@@ -85,6 +85,7 @@ class AdamPRule(Rule):
         "weight_decay": weight_decay(0.0),
         **_projection_hyper(),
     }
+    second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 
     @staticmethod
     def init(p, g, group):
@@ -110,10 +111,11 @@ class AdamPRule(Rule):
         }
 
     @staticmethod
-    def update(p, g, state, s):
+    def update(p, g, state, s, g2=None):
+        g2 = g if g2 is None else g2
         m, v = state["exp_avg"], state["exp_avg_sq"]
         ops.add_(m.mul_(s["beta1"]), g, s["one_minus_beta1"])
-        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
+        ops.addcmul_(v.mul_(s["beta2"]), g2, g2, s["one_minus_beta2"])
         denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
         if s["nesterov"]:
             direction = (m * s["beta1"] + g * s["one_minus_beta1"]) / denom

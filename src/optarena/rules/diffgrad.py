@@ -20,6 +20,7 @@ class DiffGradRule(Rule):
     itself is left untouched."""
 
     hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(0.0)}
+    second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 
     @staticmethod
     def init(p, g, group):
@@ -44,12 +45,14 @@ class DiffGradRule(Rule):
         }
 
     @staticmethod
-    def update(p, g, state, s):
+    def update(p, g, state, s, g2=None):
         m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
         if s["decay"]:
             g = ops.add_(g.clone(), p, s["weight_decay"])
+            g2 = None if g2 is None else ops.add_(g2.clone(), p, s["weight_decay"])
+        g2 = g if g2 is None else g2
         ops.add_(m.mul_(s["beta1"]), g, s["one_minus_beta1"])
-        ops.addcmul_(v.mul_(s["beta2"]), g, g, s["one_minus_beta2"])
+        ops.addcmul_(v.mul_(s["beta2"]), g2, g2, s["one_minus_beta2"])
         denom = v.sqrt().add_(s["eps"])
         friction = torch.sigmoid((prev - g).abs_())
         prev.copy_(g)
