@@ -7,8 +7,6 @@ remove the direction's radial component and shrink the weight decay by `wd_ratio
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..engine import ops
@@ -18,11 +16,9 @@ from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay
 
 
-def _row_cosine(x: torch.Tensor, y: torch.Tensor, eps) -> torch.Tensor:
-    """`F.cosine_similarity(x, y, dim=1, eps=eps)`, bit for bit, with `eps` a float or a 0-d tensor."""
-    x_n = x / x.norm(dim=1, keepdim=True).clamp_min(eps)
-    y_n = y / y.norm(dim=1, keepdim=True).clamp_min(eps)
-    return (x_n * y_n).sum(dim=1)
+def _cosine(gp: torch.Tensor, gg: torch.Tensor, pp: torch.Tensor, eps) -> torch.Tensor:
+    """`|cos(g, p)|` from the sums `<g, p>`, `<g, g>`, `<p, p>`, with `F.cosine_similarity`'s eps clamp."""
+    return gp.abs() / (gg.sqrt().clamp_min(eps) * pp.sqrt().clamp_min(eps))
 
 
 def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, delta, eps) -> torch.Tensor | None:
@@ -34,23 +30,24 @@ def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, d
     `direction -= p_n * <p_n, direction>` with `p_n = p / (||p|| + eps)`. The cosine uses the raw
     gradient `g` (as the reference does), whatever `direction` is. Returns a 0-d bool tensor, true
     when it projected (the caller then scales the weight decay by `wd_ratio`), or None for tensors
-    it never tests. Branch-free (both views are computed, `torch.where` picks), so one compiled
-    kernel serves it.
+    it never tests.
+
+    Everything comes from four per-row sums, `<g,p>`, `<g,g>`, `<p,p>`, `<p,d>` (the whole-tensor
+    view's are their totals), taken in one pass, and `p_n <p_n, d> = p <p,d> / (||p|| + eps)^2`; the
+    view is picked with `torch.where`, without a branch, so a compiled kernel does one reduction
+    pass and one update pass.
     """
     if p.dim() < 2 or p.numel() == 0:
         return None
-    removed, projected = torch.zeros_like(direction), torch.zeros((), dtype=torch.bool, device=p.device)
-    for rows in (p.shape[0], 1):
-        p_rows = p.reshape(rows, -1)
-        cosine = _row_cosine(g.reshape(rows, -1), p_rows, eps).abs_().max()
-        hit = (cosine < delta / p_rows.shape[1] ** 0.5) & ~projected
-        per_row = (rows,) + (1,) * (p.dim() - 1)
-        p_n = p / p_rows.norm(dim=1).add_(eps).view(per_row)
-        radial = (p_n * direction).reshape(rows, -1).sum(dim=1).view(per_row)
-        removed = torch.where(hit, p_n * radial, removed)
-        projected = projected | hit
-    direction.sub_(removed)
-    return projected
+    rows = p.shape[0]
+    g2, p2, d2 = g.reshape(rows, -1), p.reshape(rows, -1), direction.reshape(rows, -1)
+    gp, gg, pp, pd = (g2 * p2).sum(1), (g2 * g2).sum(1), (p2 * p2).sum(1), (p2 * d2).sum(1)
+    channel = _cosine(gp, gg, pp, eps).max() < delta / p2.shape[1] ** 0.5
+    layer = ~channel & (_cosine(gp.sum(), gg.sum(), pp.sum(), eps) < delta / p.numel() ** 0.5)
+    coef = torch.where(channel, pd / (pp.sqrt() + eps) ** 2, pd.sum() / (pp.sum().sqrt() + eps) ** 2)
+    coef = torch.where(channel | layer, coef, torch.zeros_like(coef))
+    direction.sub_(p * coef.view((rows,) + (1,) * (p.dim() - 1)))
+    return channel | layer
 
 
 def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
