@@ -62,3 +62,30 @@ def test_parity_check_is_sharp():
     ours = replay(CASE, lambda g: optarena.AdamW(g, lr=0.01), STEPS)
     init = torch.cat([torch.tensor(p["init"]) for p in CASE["params"]])
     assert relative_displacement(ours[STEPS], theirs[STEPS], init) > 100 * TOL
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize(
+    "schedule,dampening",
+    [([0.0, 0.0, 0.9, 0.9, 0.9, 0.9], 0.0), ([0.9, 0.9, 0.9, 0.0, 0.0, 0.9], 0.5)],
+    ids=["warmup-from-zero", "off-and-on-with-dampening"],
+)
+def test_sgd_momentum_schedule_matches_torch(schedule, dampening, fused):
+    """Momentum changed between steps (a warm-up from 0, or switched off and on) acts as in torch."""
+
+    def run(make):
+        out = {}
+        params = [torch.tensor([1.0, -1.0], requires_grad=True)]
+        opt = make(params)
+        for step, momentum in enumerate(schedule, start=1):
+            for group in opt.param_groups:
+                group["momentum"] = momentum
+            params[0].grad = torch.tensor([1.0, 0.5]) * step
+            opt.step()
+            out[step] = params[0].detach().clone()
+        return out
+
+    theirs = run(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=schedule[0], dampening=dampening))
+    ours = run(lambda ps: optarena.SGD(ps, lr=0.1, momentum=schedule[0], dampening=dampening, fused=fused))
+    for step in theirs:
+        torch.testing.assert_close(ours[step], theirs[step], rtol=1e-6, atol=1e-7)

@@ -30,7 +30,8 @@ def all_finite(grads: Sequence[torch.Tensor]) -> bool:
     """
     if not grads:
         return True
-    sums = torch.stack([g.sum(dtype=torch.float32 if g.dtype != torch.float64 else None) for g in grads])
+    device = grads[0].device  # parameters may live on several devices: gather the sums on one
+    sums = torch.stack([g.sum(dtype=torch.float32 if g.dtype != torch.float64 else None).to(device) for g in grads])
     if bool(torch.isfinite(sums).all()):
         return True
     suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
@@ -164,6 +165,10 @@ class Optimizer(torch.optim.Optimizer):
                     state["step"] = 0
                     for key, value in self.rule.init(p, g, group).items():
                         state[key] = self.storage.encode(value, p)
+                elif (needed := self.rule.needed_state(group)) and not all(k in state for k in needed):
+                    fresh = self.rule.init(p, g, group)
+                    for key in needed:
+                        state.setdefault(key, self.storage.encode(fresh[key], p))
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
                 step = state["step"]

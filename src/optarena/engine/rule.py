@@ -43,6 +43,13 @@ class Rule:
         return {}
 
     @staticmethod
+    def needed_state(group: dict) -> tuple[str, ...] | None:
+        """State names the current group settings need, for rules whose state depends on them
+        (SGD's buffer exists only while momentum is non-zero): names missing from an existing
+        state are created by `init` before the step. None (the default): never check."""
+        return None
+
+    @staticmethod
     def scalars(group: dict, step: int) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -66,7 +66,9 @@ def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all gradients taken as one vector (accumulated in float32 or wider)."""
     if not grads:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+    device = grads[0].device  # parameters may live on several devices: gather the norms on one
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float32).to(device) for g in grads]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class GlobalNormClip(GradientTransform):

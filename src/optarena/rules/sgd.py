@@ -11,7 +11,12 @@ from .common import lr, weight_decay
 
 
 class SGDRule(Rule):
-    """`g += wd*p; b = momentum*b + (1-dampening)*g (b = g at the first step); p -= lr*(g + momentum*b if nesterov else b)`."""
+    """`g += wd*p; b = momentum*b + (1-dampening)*g (b = g at the first step); p -= lr*(g + momentum*b if nesterov else b)`.
+
+    Momentum may change during a run: while it is 0 the step uses `g` (a kept buffer is ignored),
+    and a buffer is created when it first turns non-zero. Created after step 1, the buffer starts
+    at 0, so its first value is `(1-dampening)*g` where torch.optim takes `g`: the same unless
+    dampening is set."""
 
     hyper = {
         "lr": lr(1e-3),
@@ -24,6 +29,11 @@ class SGDRule(Rule):
     @staticmethod
     def init(p, g, group):
         return {"momentum_buffer": torch.zeros_like(p)} if group["momentum"] != 0 else {}
+
+    @staticmethod
+    def needed_state(group):
+        # A momentum schedule may start at 0: the buffer is created when momentum first turns non-zero.
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     @staticmethod
     def scalars(group, step):
@@ -40,6 +50,7 @@ class SGDRule(Rule):
             "take": 1.0 if first else 1.0 - group["dampening"],
             "nesterov": group["nesterov"],
             "decay": group["weight_decay"] != 0,
+            "use_momentum": group["momentum"] != 0,  # a kept buffer is ignored while momentum is 0, as in torch
         }
 
     @staticmethod
@@ -47,7 +58,7 @@ class SGDRule(Rule):
         if s["decay"]:
             g = ops.add_(g.clone(), p, s["weight_decay"])
         buf = state.get("momentum_buffer")
-        if buf is not None:
+        if buf is not None and s["use_momentum"]:
             ops.add_(buf.mul_(s["keep"]), g, s["take"])
             g = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
         ops.add_(p, g, s["neg_lr"])
@@ -55,7 +66,7 @@ class SGDRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """torch's own fused SGD kernel (same math, one pass over memory)."""
-        buf = state.get("momentum_buffer")
+        buf = state.get("momentum_buffer") if s["use_momentum"] else None
         if not hasattr(torch, "_fused_sgd_"):  # a private torch kernel: the compiled rule runs where it is missing
             return False
         if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
