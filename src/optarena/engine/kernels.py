@@ -65,7 +65,7 @@ def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: 
             "    apply_eager(rule, storage, p, g, dict(zip(names, state)), s, g2)\n",
             scope,
         )
-        fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True, options=_INDUCTOR_OPTIONS)
+        fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True, options={**_INDUCTOR_OPTIONS, **rule.compile_options})
         _COMPILED[key] = fn
     return fn
 

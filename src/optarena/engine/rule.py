@@ -36,6 +36,8 @@ class Rule:
 
     hyper: ClassVar[dict[str, Hyper]] = {}
     fused_kernel: ClassVar[Any] = None
+    compile_options: ClassVar[dict[str, Any]] = {}
+    """Extra inductor options for this rule's compiled kernel (e.g. when to materialize intermediates)."""
     second_moment_grad: ClassVar[bool] = False
 
     @staticmethod

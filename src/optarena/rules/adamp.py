@@ -50,6 +50,11 @@ def project_radial_(direction: torch.Tensor, p: torch.Tensor, g: torch.Tensor, d
     return channel | layer
 
 
+# The projection's per-row factors (a few dozen scalar ops) would otherwise be inlined into the
+# final pass and recomputed for every 16 elements; materializing them first keeps that pass cheap.
+_PROJECTION_COMPILE_OPTIONS = {"realize_opcount_threshold": 10}
+
+
 def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
     """`p *= 1 - lr*wd*(wd_ratio if projected else 1)` (SGDP's factors include its 1/(1 - momentum))."""
     if not s["decay_on"]:
@@ -82,7 +87,8 @@ class AdamPRule(Rule):
         "weight_decay": weight_decay(0.0),
         **_projection_hyper(),
     }
-    second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
+    second_moment_grad = True
+    compile_options = _PROJECTION_COMPILE_OPTIONS  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 
     @staticmethod
     def init(p, g, group):
@@ -143,6 +149,8 @@ class SGDPRule(Rule):
         "eps": eps(1e-8),
         **_projection_hyper(),
     }
+
+    compile_options = _PROJECTION_COMPILE_OPTIONS
 
     @staticmethod
     def init(p, g, group):
