@@ -13,8 +13,8 @@ from .storage import StateStorage
 from .transforms import GradientTransform, SplitGradients
 
 NONFINITE_POLICIES = ("raise", "skip", "propagate")
-# Keys torch or its schedulers put into param groups besides hyperparameters.
-GROUP_METADATA = ("params", "name", "param_names", "initial_lr")
+# Keys torch or its schedulers put into param groups besides hyperparameters (and the group's rule).
+GROUP_METADATA = ("params", "name", "param_names", "initial_lr", "rule")
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -104,11 +104,18 @@ class Optimizer(torch.optim.Optimizer):
         return []
 
     # -- param groups -----------------------------------------------------------------------------
+    def rule_of(self, group: dict[str, Any]) -> type[Rule]:
+        """The rule that updates `group`: the optimizer's own, or the method named by `group["rule"]`
+        (a registry name, e.g. `"adamw"` for the embeddings and gains beside Muon's matrices)."""
+        name = group.get("rule")
+        return self.rule if name is None else rule_named(name)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not isinstance(param_group, dict):
             raise TypeError(f"param group must be a dict, got {type(param_group).__name__}")
+        rule = self.rule_of(param_group)
         hyper = {k: v for k, v in param_group.items() if k not in GROUP_METADATA}
-        checked = resolve(self.rule.hyper, hyper, f"{type(self).__name__} param group")
+        checked = resolve(rule.hyper, hyper, f"{type(self).__name__} param group ({rule.__name__})")
         params = param_group["params"]
         if isinstance(params, set):
             raise TypeError("params must be an ordered collection (a set's order changes between runs); use a list")
@@ -116,7 +123,26 @@ class Optimizer(torch.optim.Optimizer):
         for p in params:
             if isinstance(p, torch.Tensor) and not p.is_floating_point():
                 raise TypeError(f"{type(self).__name__} can only optimize floating-point tensors, got {p.dtype}")
-        super().add_param_group({**param_group, **checked, "params": params})
+            if isinstance(p, torch.Tensor) and rule.matrix_only and p.dim() < 2:
+                raise ValueError(
+                    f"{rule.__name__} updates matrices only, got a parameter of shape {tuple(p.shape)}: build the "
+                    f"optimizer with optarena.create_optimizer(model, ...), which gives 1-D parameters, embeddings "
+                    f"and the output head to AdamW, or put such parameters in a group with rule='adamw'"
+                )
+        group = {**param_group, **checked, "params": params}
+        # torch fills missing keys from self.defaults: for a group of another rule, that rule's defaults.
+        saved = self.defaults
+        if rule is not self.rule:
+            self.defaults = {k: spec.default for k, spec in rule.hyper.items()}
+        try:
+            super().add_param_group(group)
+        finally:
+            self.defaults = saved
+        try:
+            rule.check_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     # -- the step ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -155,6 +181,7 @@ class Optimizer(torch.optim.Optimizer):
         new_grad = dict(zip(map(id, params), grads))
         apply = apply_fused if self.fused else apply_eager
         for group in self.param_groups:
+            rule = self.rule_of(group)
             scalars: dict[int, StepScalars] = {}
             for p in group["params"]:
                 g = new_grad.get(id(p))
@@ -163,18 +190,19 @@ class Optimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    for key, value in self.rule.init(p, g, group).items():
+                    for key, value in rule.init(p, g, group).items():
                         state[key] = self.storage.encode(value, p)
-                elif (needed := self.rule.needed_state(group)) and not all(k in state for k in needed):
-                    fresh = self.rule.init(p, g, group)
+                elif (needed := rule.needed_state(group)) and not all(k in state for k in needed):
+                    fresh = rule.init(p, g, group)
                     for key in needed:
                         state.setdefault(key, self.storage.encode(fresh[key], p))
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
                 step = state["step"]
                 if step not in scalars:  # computed once per group and step, shared by its tensors
-                    scalars[step] = StepScalars(self.rule.scalars(group, step))
-                apply(self.rule, self.storage, p, g, stored, scalars[step], second.get(id(p)))
+                    scalars[step] = StepScalars(rule.scalars(group, step))
+                g2 = second.get(id(p)) if rule.second_moment_grad else None
+                apply(rule, self.storage, p, g, stored, scalars[step], g2)
         if after:
             self._transform_updates(params, before, after)
         return loss
@@ -225,6 +253,18 @@ class Optimizer(torch.optim.Optimizer):
         super().__init_subclass__(**kwargs)
         if "rule" in cls.__dict__:
             cls.__signature__ = _signature(cls)
+
+
+def rule_named(name: Any) -> type[Rule]:
+    """The rule of the method registered as `name`; unknown names list the registered ones."""
+    from ..registry import get  # the registry holds the optimizer classes, which import this module
+
+    if not isinstance(name, str):
+        raise ValueError(f"rule must be a registered optimizer name such as 'adamw', got {name!r}")
+    rule = getattr(get(name), "rule", None)
+    if rule is None:
+        raise ValueError(f"rule {name!r} is not an optarena method (it has no update rule)")
+    return rule
 
 
 def _clone(obj, device=None):

@@ -36,6 +36,8 @@ class Rule:
 
     hyper: ClassVar[dict[str, Hyper]] = {}
     fused_kernel: ClassVar[Any] = None
+    matrix_only: ClassVar[bool] = False
+    """True for rules that only update matrices (Muon): groups of this rule refuse 1-D parameters."""
     compile_options: ClassVar[dict[str, Any]] = {}
     """Extra inductor options for this rule's compiled kernel (e.g. when to materialize intermediates)."""
     second_moment_grad: ClassVar[bool] = False
@@ -43,6 +45,11 @@ class Rule:
     @staticmethod
     def init(p: torch.Tensor, g: torch.Tensor, group: dict) -> dict[str, torch.Tensor]:
         return {}
+
+    @staticmethod
+    def check_group(group: dict) -> None:
+        """Checks across a group's hyperparameters (each one alone is checked by its `Hyper`);
+        raises ValueError naming them."""
 
     @staticmethod
     def needed_state(group: dict) -> tuple[str, ...] | None:

@@ -31,6 +31,11 @@ class SGDRule(Rule):
         return {"momentum_buffer": torch.zeros_like(p)} if group["momentum"] != 0 else {}
 
     @staticmethod
+    def check_group(group):
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("nesterov=True requires momentum in (0, inf) and dampening == 0")
+
+    @staticmethod
     def needed_state(group):
         # A momentum schedule may start at 0: the buffer is created when momentum first turns non-zero.
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
@@ -85,10 +90,3 @@ class SGD(Optimizer):
     """SGD. Defaults lr 1e-3, momentum 0, dampening 0, weight_decay 0, nesterov False (as torch.optim.SGD)."""
 
     rule = SGDRule
-
-    def add_param_group(self, param_group):
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            self.param_groups.pop()
-            raise ValueError("nesterov=True requires momentum in (0, inf) and dampening == 0")
