@@ -108,7 +108,7 @@ def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
     if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
         if rule.fused_kernel(p, g, stored, s):
             return
-    if not _fusable(p, g, stored, g2):
+    if not rule.compilable or not _fusable(p, g, stored, g2):
         apply_eager(rule, storage, p, g, stored, s, g2)
         return
     # One graph per number of dimensions, sizes dynamic. detach: requires_grad would be one more guard.

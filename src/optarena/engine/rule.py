@@ -41,6 +41,8 @@ class Rule:
     compile_options: ClassVar[dict[str, Any]] = {}
     """Extra inductor options for this rule's compiled kernel (e.g. when to materialize intermediates)."""
     second_moment_grad: ClassVar[bool] = False
+    compilable: ClassVar[bool] = True
+    """False for rules torch.compile should not trace (eigh/qr each step: SOAP): the fused path runs them eagerly."""
 
     @staticmethod
     def init(p: torch.Tensor, g: torch.Tensor, group: dict) -> dict[str, torch.Tensor]:
