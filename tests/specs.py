@@ -18,6 +18,14 @@ class Spec:
     def configs(self) -> list[dict]:
         return [self.kwargs, *({**self.kwargs, **v} for v in self.variants)]
 
+    @property
+    def matrix_only(self) -> bool:
+        """The method updates matrices only (`Rule.matrix_only`, Muon): generic tests give it
+        matrices where they would use vectors or scalars."""
+        import optarena
+
+        return optarena.get(self.name).rule.matrix_only
+
 
 COMMON_BAD = (
     ({"lr": -1.0}, "lr"),
@@ -26,6 +34,18 @@ COMMON_BAD = (
     ({"no_such_argument": 1}, "no_such_argument"),
 )
 BETAS2_BAD = (({"betas": (0.9, 1.0)}, "betas[1]"), ({"betas": (-0.1, 0.9)}, "betas[0]"), ({"betas": (0.9,)}, "betas"))
+
+# Muon, NorMuon. test_bad_hyperparameters passes a 1-D parameter: with valid arguments that is the error.
+MUON_BAD = (
+    ({"momentum": -0.1}, "momentum"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"ns_steps": 0}, "ns_steps"),
+    ({"ns_steps": 2.5}, "ns_steps"),
+    ({"ns_dtype": "float16"}, "ns_dtype"),
+    ({"scale": "unit"}, "scale"),
+    ({"nesterov": 1}, "nesterov"),
+    ({}, "create_optimizer"),
+)
 
 SPECS = {
     "adamw": Spec(
@@ -97,5 +117,57 @@ SPECS = {
             ({"wd_ratio": -0.1}, "wd_ratio"),
             ({"nesterov": "yes"}, "nesterov"),
         ),
+    ),
+    "conda": Spec(
+        "conda",
+        # update_proj_gap set: the (6, 5) matrix is projected (basis refreshed at steps 1, 3, 5, ...),
+        # the 1-D, 4-D and 0-d params take the plain Adam update.
+        {"lr": 0.05, "weight_decay": 0.1, "update_proj_gap": 2},
+        variants=(
+            {"update_proj_gap": None},  # no projection: plain Adam with decay after the update
+            {"proj_type": "reverse_std", "scale": 0.5, "correct_bias": False, "betas": (0.8, 0.95)},
+        ),
+        bad=COMMON_BAD
+        + BETAS2_BAD
+        + (
+            ({"eps": -1e-8}, "eps"),
+            ({"update_proj_gap": 0}, "update_proj_gap"),
+            ({"update_proj_gap": 2.5}, "update_proj_gap"),
+            ({"scale": -1.0}, "scale"),
+            ({"proj_type": "full"}, "proj_type"),
+            ({"correct_bias": 1}, "correct_bias"),
+        ),
+    ),
+    "soap": Spec(
+        "soap",
+        {"lr": 0.05, "weight_decay": 0.01, "precondition_frequency": 2},
+        variants=(
+            {"max_precond_dim": 4, "shampoo_beta": 0.9},  # (6, 5) unpreconditioned, 4-D modes preconditioned
+            {"precondition_1d": True, "normalize_grads": True, "correct_bias": False},
+        ),
+        bad=COMMON_BAD
+        + BETAS2_BAD
+        + (
+            ({"eps": -1e-8}, "eps"),
+            ({"shampoo_beta": 1.0}, "shampoo_beta"),
+            ({"precondition_frequency": 0}, "precondition_frequency"),
+            ({"max_precond_dim": -1}, "max_precond_dim"),
+            ({"merge_dims": True}, "merge_dims"),
+            ({"data_format": "channels_last"}, "data_format"),
+            ({"precondition_1d": 1}, "precondition_1d"),
+        ),
+        extra={"first_step_moves": False},  # the first step only builds the preconditioner
+    ),
+    "muon": Spec(
+        "muon",
+        {"lr": 0.05, "weight_decay": 0.1},
+        variants=({"ns_dtype": "float32"}, {"nesterov": False, "ns_steps": 3}, {"scale": "moonlight"}),
+        bad=COMMON_BAD + MUON_BAD,
+    ),
+    "normuon": Spec(
+        "normuon",
+        {"lr": 0.05, "weight_decay": 0.1},
+        variants=({"ns_dtype": "float32", "beta2": 0.9}, {"nesterov": False}, {"scale": "moonlight"}),
+        bad=COMMON_BAD + MUON_BAD + (({"beta2": 1.0}, "beta2"),),
     ),
 }

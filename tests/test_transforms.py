@@ -83,9 +83,11 @@ def _grads_of(params):
         p.grad = torch.sin(3 * p.detach() + i) + 0.1 * p.detach()
 
 
-def _model(seed=0):
+def _model(seed=0, matrix_only=False):
+    """A matrix and a vector (a row matrix for a matrix-only method)."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(6, 5, generator=gen).requires_grad_(), torch.randn(7, generator=gen).requires_grad_()]
+    vector = (1, 7) if matrix_only else (7,)
+    return [torch.randn(6, 5, generator=gen).requires_grad_(), torch.randn(vector, generator=gen).requires_grad_()]
 
 
 def _run(opt, params, steps):
@@ -101,7 +103,7 @@ def test_noise_and_clip_resume_bit_identically(name):
         tf = [GradientNoise(eta=0.01, seed=seed), CoordinateClip(top_fraction=0.2)]
         return optarena.create(name, groups, transforms=tf, **SPECS[name].kwargs)
 
-    params = _model()
+    params = _model(matrix_only=SPECS[name].matrix_only)
     opt = make(params, seed=5)
     _run(opt, params, 3)
     buf = io.BytesIO()

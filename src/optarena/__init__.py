@@ -3,7 +3,9 @@ from .engine import GlobalNormClip, GradientTransform, NonFiniteGradientError, O
 from .engine.transforms import CoordinateClip, GradientNoise, SplitGradients, UpdateClip
 from .factory import create_optimizer, param_groups
 from .registry import available, create, get, register
-from .rules import SGD, SGDP, AdamP, AdamW, Adan, DiffGrad, Lion
+from .rules import SGD, SGDP, AdamP, AdamW, Adan, Conda, DiffGrad, Lion
+from .rules import SOAP
+from .rules import Muon, NorMuon
 
 register("adamw", AdamW)
 register("sgd", SGD)
@@ -12,6 +14,10 @@ register("adan", Adan)
 register("diffgrad", DiffGrad)
 register("adamp", AdamP)
 register("sgdp", SGDP)
+register("soap", SOAP)
+register("conda", Conda)
+register("muon", Muon)
+register("normuon", NorMuon)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -22,6 +28,10 @@ __all__ = [
     "DiffGrad",
     "AdamP",
     "SGDP",
+    "SOAP",
+    "Conda",
+    "Muon",
+    "NorMuon",
     "Optimizer",
     "Rule",
     "GradientTransform",

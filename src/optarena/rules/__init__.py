@@ -2,8 +2,11 @@
 from .adamp import SGDP, AdamP
 from .adamw import AdamW
 from .adan import Adan
+from .conda import Conda
 from .diffgrad import DiffGrad
 from .lion import Lion
+from .muon import Muon, NorMuon
 from .sgd import SGD
+from .soap import SOAP
 
-__all__ = ["AdamW", "Adan", "Lion", "SGD", "DiffGrad", "AdamP", "SGDP"]
+__all__ = ["AdamW", "Adan", "Lion", "SGD", "DiffGrad", "AdamP", "SGDP", "Conda", "SOAP", "Muon", "NorMuon"]
