@@ -54,6 +54,9 @@ import optarena
 N_TENSORS = 20
 WARMUP = 3
 EAGER_STEPS = 3
+# Matrix methods do matmuls or decompositions per step (seconds at 20 x 1000x1000): they are not
+# bandwidth-bound and get their own shape set and GEMM-rate benchmark (issue 4); name them with --only.
+MATRIX_METHODS = ("muon", "normuon", "soap", "conda")
 # (optimizer, metric, comparison, threshold) from the issues (2: the foundation, 3: elementwise methods).
 TARGETS = [
     ("adamw", "ratio_vs_torch_fused_adamw", "<=", 1.1),
@@ -198,7 +201,9 @@ def print_report(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--json", required=True, help="where to write the results")
-    parser.add_argument("--only", help="comma-separated optimizer names (default: all registered)")
+    parser.add_argument(
+        "--only", help="comma-separated optimizer names (default: all registered but the matrix methods)"
+    )
     parser.add_argument("--params", type=int, default=20_000_000, help="number of fp32 parameters")
     parser.add_argument("--steps", type=int, default=9, help="timed steps per measurement (>= 7)")
     parser.add_argument("--eager-steps", type=int, default=EAGER_STEPS, help="timed steps for the eager path")
@@ -207,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be at least 7")
     if args.eager_steps < 1:
         parser.error("--eager-steps must be at least 1")
-    names = optarena.available() if not args.only else [n.strip().lower() for n in args.only.split(",") if n.strip()]
+    default = [n for n in optarena.available() if n not in MATRIX_METHODS]
+    names = default if not args.only else [n.strip().lower() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(optarena.available()))
     if unknown:
         parser.error(f"unknown optimizer(s) {unknown}; available: {optarena.available()}")

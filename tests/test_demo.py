@@ -149,3 +149,9 @@ def test_format_table_shows_every_optimizer():
     assert lines[0].split()[:3] == ["optimizer", "val", "loss"]
     assert "97.00%" in table and "diverged at step 7" in table
     assert "optimizer.step() alone" in table
+
+
+def test_matrix_method_runs_with_the_split():
+    """Muon takes the MLP's hidden matrix and leaves the head and biases to AdamW (no ValueError)."""
+    rows = demo.run_demo(["muon"], steps=30, threads=1)
+    assert rows[0]["status"] == "ok" and math.isfinite(rows[0]["val_loss"])

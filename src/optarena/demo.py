@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .engine import NonFiniteGradientError
+from .factory import create_optimizer
 from .registry import available, create, get
 
 DEFAULT_STEPS = 600
@@ -137,6 +138,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss, acc
 
 
+def build_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    """`name` at its defaults; a matrix-only method (Muon) gets the hidden matrices and leaves the
+    rest to AdamW, as `create_optimizer` splits them."""
+    rule = getattr(get(name), "rule", None)
+    if rule is not None and rule.matrix_only:
+        return create_optimizer(model, name)
+    return create(name, model.parameters())
+
+
 def train_one(
     name: str,
     model: nn.Module,
@@ -146,7 +156,7 @@ def train_one(
     """Train `model` in place with optimizer `name` at its defaults over `batches`; one result row."""
     x_tr, y_tr, x_va, y_va = data
     start = time.perf_counter()
-    opt = create(name, model.parameters())
+    opt = build_optimizer(name, model)
     step_s: list[float] = []
     iter_s: list[float] = []
     train_loss = math.nan

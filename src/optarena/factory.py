@@ -93,11 +93,13 @@ AUX_DEFAULTS = {"lr": 3e-4, "betas": (0.9, 0.95), "eps": 1e-10}
 def hidden_matrices(model: torch.nn.Module) -> Callable[[str, torch.nn.Parameter], bool]:
     """The default routing for matrix rules: True for hidden weight matrices (2-D or conv kernels).
 
-    Not hidden: parameters with fewer than 2 dimensions (biases, gains), embedding tables, the
-    first convolution's kernel, and the output head, taken to be the last `nn.Linear` in module
-    order (name it with `aux_patterns` when a model registers its head earlier).
+    Not hidden: parameters with fewer than 2 dimensions (biases, gains), embedding tables, names
+    the model lists in `no_weight_decay()` (positional embeddings, class tokens), the first
+    convolution's kernel, and the output head, taken to be the last `nn.Linear` in module order
+    (name it with `aux_patterns` when a model registers its head earlier).
     """
-    aux, linears, first_conv = set(), [], None
+    hook = getattr(model, "no_weight_decay", None)
+    aux, linears, first_conv = set(hook()) if callable(hook) else set(), [], None
     for prefix, module in model.named_modules():
         weight = f"{prefix}.weight" if prefix else "weight"
         if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
