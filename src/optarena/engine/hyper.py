@@ -68,6 +68,42 @@ def betas(count: int) -> Check:
     return check
 
 
+def integer(low: int) -> Check:
+    """A whole number in [low, inf) (bools refused)."""
+
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
+        return value
+
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    """One of a fixed set of values (e.g. names of variants)."""
+
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    return check
+
+
+def optional(inner: Check, meaning: str) -> Check:
+    """None (`meaning`, e.g. "no projection") or a value `inner` accepts."""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return inner(name, value)
+        except ValueError as err:
+            raise ValueError(f"{err} (or None: {meaning})") from None
+
+    return check
+
+
 def boolean(name: str, value: Any) -> bool:
     """True or False."""
     if not isinstance(value, bool):

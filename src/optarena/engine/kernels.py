@@ -9,7 +9,7 @@ handling of Python floats is not used: it can bake a float passed as an op's `al
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

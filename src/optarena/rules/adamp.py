@@ -13,7 +13,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 
 
 def _cosine(gp: torch.Tensor, gg: torch.Tensor, pp: torch.Tensor, eps) -> torch.Tensor:
@@ -87,8 +87,8 @@ class AdamPRule(Rule):
         "weight_decay": weight_decay(0.0),
         **_projection_hyper(),
     }
-    second_moment_grad = True
-    compile_options = _PROJECTION_COMPILE_OPTIONS  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
+    second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
+    compile_options = _PROJECTION_COMPILE_OPTIONS
 
     @staticmethod
     def init(p, g, group):
@@ -99,11 +99,7 @@ class AdamPRule(Rule):
         b1, b2 = group["betas"]
         lr_, wd = group["lr"], group["weight_decay"]
         return {
-            "beta1": b1,
-            "beta2": b2,
-            "one_minus_beta1": 1 - b1,
-            "one_minus_beta2": 1 - b2,
-            "eps": group["eps"],
+            **moment_scalars(group),
             "delta": group["delta"],
             "nesterov": group["nesterov"],
             "bias_correction2_sqrt": (1 - b2**step) ** 0.5,

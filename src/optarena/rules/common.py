@@ -16,3 +16,9 @@ def eps(default: float) -> Hyper:
 
 def decay_rates(*default: float) -> Hyper:
     return Hyper(tuple(default), betas(len(default)), "decay rates of the moving averages")
+
+
+def moment_scalars(group: dict) -> dict[str, float]:
+    """The Adam-moment scalars several rules share: beta1, beta2, their complements, eps."""
+    b1, b2 = group["betas"]
+    return {"beta1": b1, "beta2": b2, "one_minus_beta1": 1 - b1, "one_minus_beta2": 1 - b2, "eps": group["eps"]}

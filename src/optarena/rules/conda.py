@@ -16,32 +16,15 @@ SVD factor breaks its `.t()`); the authors project only `nn.Linear` weights.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..engine import ops
-from ..engine.hyper import Hyper, boolean, non_negative
+from ..engine.hyper import Hyper, boolean, integer, non_negative, one_of, optional
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
-
-
-def _gap(name: str, value: Any) -> int | None:
-    """None (not projected) or a whole number of steps in [1, inf)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be None (no projection) or an integer in [1, inf), got {value!r}")
-    return value
-
-
-def _proj_type(name: str, value: Any) -> str:
-    if value not in PROJ_TYPES:
-        raise ValueError(f"{name} must be one of {PROJ_TYPES}, got {value!r}")
-    return value
 
 
 def is_projected(p: torch.Tensor, group: dict) -> bool:
@@ -92,9 +75,9 @@ class CondaRule(Rule):
         "eps": eps(1e-8),
         "weight_decay": weight_decay(0.0),
         "correct_bias": Hyper(True, boolean, "bias-correct the step size as Adam does"),
-        "update_proj_gap": Hyper(None, _gap, "steps between SVD refreshes of the basis; None: no projection"),
+        "update_proj_gap": Hyper(None, optional(integer(1), "no projection"), "steps between SVD refreshes of the basis; None: no projection"),
         "scale": Hyper(1.0, non_negative, "multiplier of a projected matrix's update"),
-        "proj_type": Hyper("std", _proj_type, "which SVD factor is the basis (std: the smaller side)"),
+        "proj_type": Hyper("std", one_of(*PROJ_TYPES), "which SVD factor is the basis (std: the smaller side)"),
     }
 
     @staticmethod
@@ -116,11 +99,7 @@ class CondaRule(Rule):
         lr_, wd, gap = group["lr"], group["weight_decay"], group["update_proj_gap"]
         step_size = lr_ * (1 - b2**step) ** 0.5 / (1 - b1**step) if group["correct_bias"] else lr_
         return {
-            "beta1": b1,
-            "beta2": b2,
-            "one_minus_beta1": 1 - b1,
-            "one_minus_beta2": 1 - b2,
-            "eps": group["eps"],
+            **moment_scalars(group),
             "neg_step_size": -step_size,
             "scale": float(group["scale"]),
             "neg_decay": -lr_ * wd,

@@ -8,7 +8,7 @@ import torch
 from ..engine import ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 
 
 class DiffGradRule(Rule):
@@ -34,11 +34,7 @@ class DiffGradRule(Rule):
     def scalars(group, step):
         b1, b2 = group["betas"]
         return {
-            "beta1": b1,
-            "beta2": b2,
-            "one_minus_beta1": 1 - b1,
-            "one_minus_beta2": 1 - b2,
-            "eps": group["eps"],
+            **moment_scalars(group),
             "weight_decay": group["weight_decay"],
             "decay": group["weight_decay"] != 0,
             "neg_step_size": -group["lr"] * (1 - b2**step) ** 0.5 / (1 - b1**step),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..engine import ops
-from ..engine.hyper import Hyper, boolean, unit_interval
+from ..engine.hyper import Hyper, boolean, integer, one_of, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import lr, weight_decay
@@ -36,30 +36,15 @@ _NS_COMPILE_OPTIONS = {
 }
 
 
-def _steps(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _one_of(*choices: str):
-    def check(name: str, value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-
-    return check
-
-
 def _muon_hyper() -> dict[str, Hyper]:
     return {
         "lr": lr(0.02),
         "weight_decay": weight_decay(0.0),
         "momentum": Hyper(0.95, unit_interval, "momentum factor (the buffer is a lerp towards the gradient)"),
         "nesterov": Hyper(True, boolean, "orthogonalize the Nesterov look-ahead g + momentum*(buf - g)"),
-        "ns_steps": Hyper(5, _steps, "Newton-Schulz iterations"),
-        "ns_dtype": Hyper("bfloat16", _one_of(*NS_DTYPES), "dtype of the Newton-Schulz iteration"),
-        "scale": Hyper("keller", _one_of(*SCALES), "shape scale: sqrt(max(1, rows/cols)) or 0.2*sqrt(max(rows, cols))"),
+        "ns_steps": Hyper(5, integer(1), "Newton-Schulz iterations"),
+        "ns_dtype": Hyper("bfloat16", one_of(*NS_DTYPES), "dtype of the Newton-Schulz iteration"),
+        "scale": Hyper("keller", one_of(*SCALES), "shape scale: sqrt(max(1, rows/cols)) or 0.2*sqrt(max(rows, cols))"),
     }
 
 

@@ -43,22 +43,10 @@ import math
 import torch
 
 from ..engine import ops
-from ..engine.hyper import Hyper, boolean
+from ..engine.hyper import Hyper, boolean, integer
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return value
 
 
 def _shampoo_beta(name, value):
@@ -140,8 +128,8 @@ class SOAPRule(Rule):
         "shampoo_beta": Hyper(-1.0, _shampoo_beta, "decay rate of the Shampoo factors (negative: betas[1])"),
         "eps": eps(1e-8),
         "weight_decay": weight_decay(1e-2),
-        "precondition_frequency": Hyper(10, _positive_int, "updates between eigenbasis refreshes"),
-        "max_precond_dim": Hyper(10000, _non_negative_int, "largest side that gets a Shampoo factor"),
+        "precondition_frequency": Hyper(10, integer(1), "updates between eigenbasis refreshes"),
+        "max_precond_dim": Hyper(10000, integer(0), "largest side that gets a Shampoo factor"),
         "merge_dims": Hyper(False, _merge_dims, "merge small dimensions (not supported yet)"),
         "precondition_1d": Hyper(False, boolean, "precondition 1-D parameters too"),
         "normalize_grads": Hyper(False, boolean, "scale each update to unit RMS"),
