@@ -38,18 +38,20 @@ The script exits 0 even when a target is missed: it is a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
-import tempfile
+import sys
 import time
 from datetime import datetime, timezone
 
 import torch
 
 import optarena
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_name, fresh_params, seeded_pairs, write_json  # noqa: E402
 
 N_TENSORS = 20
 WARMUP = 3
@@ -79,18 +81,7 @@ def make_master(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]
     if n < N_TENSORS or n % N_TENSORS:
         raise SystemExit(f"--params must be a positive multiple of {N_TENSORS}, got {n}")
     shape = tensor_shape(n // N_TENSORS)
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(N_TENSORS)]
-
-
-def fresh_params(master) -> list[torch.Tensor]:
-    """A private copy of the parameters with their (fixed) gradients attached."""
-    params = []
-    for value, grad in master:
-        p = value.clone().requires_grad_(True)
-        p.grad = grad.clone()
-        params.append(p)
-    return params
+    return seeded_pairs([shape] * N_TENSORS, seed)
 
 
 def timed_step(opt: torch.optim.Optimizer) -> float:
@@ -133,17 +124,6 @@ def gbps(nbytes: int, ms: float) -> float:
     return nbytes / (ms * 1e-3) / 1e9
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def evaluate_targets(optimizers: dict) -> dict:
     out = {}
     for name, metric, op, threshold in TARGETS:
@@ -153,22 +133,6 @@ def evaluate_targets(optimizers: dict) -> dict:
         passed = value <= threshold if op == "<=" else value >= threshold
         out[f"{name}.{metric}"] = {"value": value, "op": op, "threshold": threshold, "pass": passed}
     return out
-
-
-def write_json(path: str, data: dict) -> None:
-    """Write atomically: a temporary file in the same directory, then os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".step_speed.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def print_report(result: dict) -> None:

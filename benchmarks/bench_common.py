@@ -1,0 +1,52 @@
+"""Pieces the benchmark scripts share: seeded parameters with fixed gradients, the CPU's name, atomic JSON."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+
+import torch
+
+
+def seeded_pairs(shapes, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(value, gradient) fp32 pairs of the given shapes, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(s, generator=gen), torch.randn(s, generator=gen)) for s in shapes]
+
+
+def fresh_params(master) -> list[torch.Tensor]:
+    """A private copy of the parameters with their (fixed) gradients attached."""
+    params = []
+    for value, grad in master:
+        p = value.clone().requires_grad_(True)
+        p.grad = grad.clone()
+        params.append(p)
+    return params
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write atomically: a temporary file in the same directory, then os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
