@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 
 import torch
 
@@ -23,6 +24,30 @@ def fresh_params(master) -> list[torch.Tensor]:
         p.grad = grad.clone()
         params.append(p)
     return params
+
+
+def round_robin(master, builders: dict, warmup: int, steps: int, progress: bool = False) -> dict:
+    """Time several optimizers round-robin (one step of each per round), so that load from other
+    processes hits them alike; each gets its own parameter copy and is warmed up first.
+
+    Returns, per builder key, `opt`, `params`, `warmup_s` (compilation included) and `times_ms`.
+    """
+    runs = {}
+    for key, build in builders.items():
+        params = fresh_params(master)
+        opt = build(params)
+        start = time.perf_counter()
+        for _ in range(warmup):
+            opt.step()
+        runs[key] = {"opt": opt, "params": params, "warmup_s": time.perf_counter() - start, "times_ms": []}
+        if progress:
+            print(f"  {key}: warm-up {runs[key]['warmup_s']:.1f} s", flush=True)
+    for _ in range(steps):
+        for run in runs.values():
+            start = time.perf_counter()
+            run["opt"].step()
+            run["times_ms"].append((time.perf_counter() - start) * 1e3)
+    return runs
 
 
 def cpu_name() -> str:

@@ -55,7 +55,7 @@ import torch
 import optarena
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import cpu_name, fresh_params, seeded_pairs, write_json  # noqa: E402
+from bench_common import cpu_name, round_robin, seeded_pairs, write_json  # noqa: E402
 from optarena.rules.orthogonalize import NS_DTYPES, newton_schulz
 
 MATRIX_METHODS = ("muon", "normuon", "soap", "conda")
@@ -180,22 +180,8 @@ def state_bytes(opt: torch.optim.Optimizer, params) -> int:
 
 
 def measure(master, builders: dict, warmup: int, steps: int, progress: bool = True) -> dict:
-    """Warm up each optimizer, then time them round-robin (one step of each per round)."""
-    runs = {}
-    for key, build in builders.items():
-        params = fresh_params(master)
-        opt = build(params)
-        start = time.perf_counter()
-        for _ in range(warmup):
-            opt.step()
-        runs[key] = {"opt": opt, "params": params, "warmup_s": time.perf_counter() - start, "times_ms": []}
-        if progress:
-            print(f"  {key}: warm-up {runs[key]['warmup_s']:.1f} s", flush=True)
-    for _ in range(steps):
-        for run in runs.values():
-            start = time.perf_counter()
-            run["opt"].step()
-            run["times_ms"].append((time.perf_counter() - start) * 1e3)
+    """`round_robin`, then state bytes and the median step time of each run."""
+    runs = round_robin(master, builders, warmup, steps, progress)
     n = sum(v.numel() for v, _ in master)
     for run in runs.values():
         opt, params = run.pop("opt"), run.pop("params")

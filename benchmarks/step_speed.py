@@ -43,7 +43,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 
 import torch
@@ -51,7 +50,7 @@ import torch
 import optarena
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import cpu_name, fresh_params, seeded_pairs, write_json  # noqa: E402
+from bench_common import cpu_name, round_robin, seeded_pairs, write_json  # noqa: E402
 
 N_TENSORS = 20
 WARMUP = 3
@@ -84,12 +83,6 @@ def make_master(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]
     return seeded_pairs([shape] * N_TENSORS, seed)
 
 
-def timed_step(opt: torch.optim.Optimizer) -> float:
-    start = time.perf_counter()
-    opt.step()
-    return (time.perf_counter() - start) * 1e3
-
-
 def byte_model(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[int, int]:
     """(bytes moved per step, state bytes) under the documented model."""
     param_bytes = sum(p.nbytes for p in params)
@@ -101,19 +94,8 @@ def byte_model(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[
 
 
 def measure(master, builders: dict, warmup: int, steps: int) -> dict:
-    """Time several optimizers round-robin (one step of each per round), so that load from other
-    processes hits them alike; each gets its own parameter copy and is warmed up first."""
-    runs = {}
-    for key, build in builders.items():
-        params = fresh_params(master)
-        opt = build(params)
-        start = time.perf_counter()
-        for _ in range(warmup):
-            opt.step()
-        runs[key] = {"opt": opt, "params": params, "warm_s": time.perf_counter() - start, "times_ms": []}
-    for _ in range(steps):
-        for run in runs.values():
-            run["times_ms"].append(timed_step(run["opt"]))
+    """`round_robin`, then the byte model and the median step time of each run."""
+    runs = round_robin(master, builders, warmup, steps)
     for run in runs.values():
         run["bytes"], run["state_bytes"] = byte_model(run.pop("opt"), run.pop("params"))
         run["ms"] = statistics.median(run["times_ms"])
@@ -214,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "state_bytes_per_param": fused["state_bytes"] / n,
             "ms_per_step_checked": runs["checked"]["ms"],
             "ms_per_step_eager": eager["ms"],
-            "compile_s": fused["warm_s"],
+            "compile_s": fused["warmup_s"],
             "times_ms": [round(t, 3) for t in fused["times_ms"]],
             "checked_times_ms": [round(t, 3) for t in runs["checked"]["times_ms"]],
         }
@@ -243,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             "gbps": gbps(base["bytes"], base_ms),
             "bytes_per_step": base["bytes"],
             "state_bytes_per_param": base["state_bytes"] / n,
-            "warmup_s": base["warm_s"],
+            "warmup_s": base["warmup_s"],
             "timed_steps": len(base_samples),
         },
         "optimizers": rows,
