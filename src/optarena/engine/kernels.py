@@ -40,29 +40,33 @@ def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
         storage.write(v, work[k])
 
 
-def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: "StepScalars", g2) -> Callable:
+def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: "StepScalars", g2, n: int) -> Callable:
     """The compiled update for this combination of everything a graph specializes on.
 
     The key holds dtype, number of dimensions, the state's names, the rule's bool switches and
     whether a g2 was split off. Bools are baked into the wrapper; float scalars arrive packed in
     one 1-D tensor, state as a tuple, tensors in their own shape (not as flattened views): few
     inputs and no view bases means few guards, which dominate the cost of a call on small tensors.
+    One call updates `n` tensors of one shape (their tuples unrolled into one graph), so that cost
+    is paid once per chunk, not once per tensor.
     """
     floats, switches = s.layout()
-    key = (rule, storage.precision, p.dtype, p.device.type, p.dim(), tuple(stored), floats, switches, g2 is not None)
+    key = (rule, storage.precision, p.dtype, p.device.type, p.dim(), tuple(stored), floats, switches, g2 is not None, n)
     fn = _COMPILED.get(key)
     if fn is None:
         # A fresh code object per key: dynamo counts recompilations per code object, so keys
         # sharing one wrapper would exhaust each other's recompile budget.
         scope = {
             "apply_eager": apply_eager, "rule": rule, "storage": storage,
-            "names": tuple(stored), "floats": floats, "switches": switches,
+            "names": tuple(stored), "floats": floats, "switches": switches, "n": n,
         }  # fmt: skip
         exec(
-            "def fused_update(p, g, state, packed, g2):\n"
+            "def fused_update(ps, gs, states, packed, g2s):\n"
             "    s = dict(zip(floats, packed.unbind(0)))\n"
             "    s.update(switches)\n"
-            "    apply_eager(rule, storage, p, g, dict(zip(names, state)), s, g2)\n",
+            "    for i in range(n):\n"
+            "        g2 = None if g2s is None else g2s[i]\n"
+            "        apply_eager(rule, storage, ps[i], gs[i], dict(zip(names, states[i])), s, g2)\n",
             scope,
         )
         fn = torch.compile(scope["fused_update"], dynamic=True, fullgraph=True, options={**_INDUCTOR_OPTIONS, **rule.compile_options})
@@ -98,19 +102,33 @@ def _fusable(p: torch.Tensor, g: torch.Tensor, stored: dict, g2) -> bool:
     return p.numel() >= 2 and all(t.is_contiguous() and t.shape == p.shape for t in tensors)
 
 
-def apply_fused(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None) -> None:
-    """One fused kernel for this tensor where possible, else the eager path.
+def apply_fused(rule: type[Rule], storage: StateStorage, items: list[tuple]) -> None:
+    """Update `items` (`(p, g, stored, s, g2)` each) with fused kernels where possible, else eagerly.
 
-    The choice depends only on the tensor's layout and size, so a given tensor always takes the
-    same path and resumed runs stay bit-identical.
+    A rule's own fused kernel runs per tensor; compiled updates run per chunk of tensors that share
+    a shape and their scalars (same group and step). The choice and the chunks depend only on the
+    tensors' layout, sizes and order, so a resumed run takes the same paths and stays bit-identical.
     """
-    # A rule's own fused kernel knows one gradient only: with a split-off g2 the compiled path runs.
-    if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
-        if rule.fused_kernel(p, g, stored, s):
-            return
-    if not rule.compilable or not _fusable(p, g, stored, g2):
-        apply_eager(rule, storage, p, g, stored, s, g2)
-        return
-    # One graph per number of dimensions, sizes dynamic. detach: requires_grad would be one more guard.
-    s = s if isinstance(s, StepScalars) else StepScalars(s)
-    _compiled(rule, storage, p, stored, s, g2)(p.detach(), g, tuple(stored.values()), s.packed(p), g2)
+    buckets: dict[tuple, list[tuple]] = {}
+    for p, g, stored, s, g2 in items:
+        # A rule's own fused kernel knows one gradient only: with a split-off g2 the compiled path runs.
+        if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
+            if rule.fused_kernel(p, g, stored, s):
+                continue
+        if not rule.compilable or not _fusable(p, g, stored, g2):
+            apply_eager(rule, storage, p, g, stored, s, g2)
+            continue
+        s = s if isinstance(s, StepScalars) else StepScalars(s)
+        buckets.setdefault((id(s), tuple(p.shape), g2 is not None), []).append((p, g, stored, s, g2))
+    for bucket in buckets.values():
+        start = 0
+        while start < len(bucket):
+            n = 1 << (min(rule.max_chunk, len(bucket) - start).bit_length() - 1)
+            chunk, start = bucket[start : start + n], start + n
+            p, _, stored, s, g2 = chunk[0]
+            # detach: requires_grad would be one more guard per tensor.
+            _compiled(rule, storage, p, stored, s, g2, n)(
+                tuple(c[0].detach() for c in chunk), tuple(c[1] for c in chunk),
+                tuple(tuple(c[2].values()) for c in chunk), s.packed(p),
+                None if g2 is None else tuple(c[4] for c in chunk),
+            )  # fmt: skip

@@ -179,10 +179,10 @@ class Optimizer(torch.optim.Optimizer):
                 second = dict(zip(map(id, params), grads.second_moment))
                 grads = grads.grads
         new_grad = dict(zip(map(id, params), grads))
-        apply = apply_fused if self.fused else apply_eager
         for group in self.param_groups:
             rule = self.rule_of(group)
             scalars: dict[int, StepScalars] = {}
+            items = []
             for p in group["params"]:
                 g = new_grad.get(id(p))
                 if g is None:
@@ -202,7 +202,12 @@ class Optimizer(torch.optim.Optimizer):
                 if step not in scalars:  # computed once per group and step, shared by its tensors
                     scalars[step] = StepScalars(rule.scalars(group, step))
                 g2 = second.get(id(p)) if rule.second_moment_grad else None
-                apply(rule, self.storage, p, g, stored, scalars[step], g2)
+                items.append((p, g, stored, scalars[step], g2))
+            if self.fused:
+                apply_fused(rule, self.storage, items)
+            else:
+                for item in items:
+                    apply_eager(rule, self.storage, *item)
         if after:
             self._transform_updates(params, before, after)
         return loss

@@ -41,6 +41,9 @@ class Rule:
     compile_options: ClassVar[dict[str, Any]] = {}
     """Extra inductor options for this rule's compiled kernel (e.g. when to materialize intermediates)."""
     second_moment_grad: ClassVar[bool] = False
+    max_chunk: ClassVar[int] = 8
+    """The most equal-shaped tensors one compiled call updates (chunks are powers of two up to it,
+    so a key compiles at most four graphs); 1 for rules whose graph does not gain from it."""
     compilable: ClassVar[bool] = True
     """False for rules torch.compile should not trace (eigh/qr each step: SOAP): the fused path runs them eagerly."""
 
