@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from datetime import datetime, timezone
 import tempfile
 import time
 
@@ -59,6 +60,23 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_info(load_start: float, **extra) -> dict:
+    """What the figures were measured on, with the 1-minute load average at the start and end
+    (other processes on the machine make timings noisy)."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        **extra,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg()[0],
+    }
 
 
 def write_json(path: str, data: dict) -> None:

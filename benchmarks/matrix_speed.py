@@ -44,18 +44,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import torch
 
 import optarena
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import cpu_name, round_robin, seeded_pairs, write_json  # noqa: E402
+from bench_common import machine_info, round_robin, seeded_pairs, write_json  # noqa: E402
 from optarena.rules.orthogonalize import NS_DTYPES, newton_schulz
 
 MATRIX_METHODS = ("muon", "normuon", "soap", "conda")
@@ -359,18 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"Conda: update_proj_gap={CONDA_GAP}; the SVD of step 1 is in the warm-up")
 
     result = {
-        "machine": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": cpu_name(),
-            "cpu_flags": cpu_flags(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg()[0],
-        },
+        "machine": machine_info(load_start, cpu_flags=cpu_flags()),
         "shapes": [list(s) for s in shapes],
         "shapes_desc": desc,
         "params": n,

@@ -40,17 +40,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
-from datetime import datetime, timezone
 
 import torch
 
 import optarena
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import cpu_name, round_robin, seeded_pairs, write_json  # noqa: E402
+from bench_common import machine_info, round_robin, seeded_pairs, write_json  # noqa: E402
 
 N_TENSORS = 20
 WARMUP = 3
@@ -203,18 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base_ms = statistics.median(base_samples)
     result = {
-        "machine": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            # 1-minute load averages: other processes on the machine make timings noisy.
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg()[0],
-        },
+        "machine": machine_info(load_start),
         "params": n,
         "tensors": N_TENSORS,
         "steps": args.steps,
