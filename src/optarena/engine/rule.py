@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from .hyper import Hyper
+from .search import Tunable
 
 Scalars = Mapping[str, Any]
 """Per-step values a rule's `update` reads: floats (lr, bias corrections, ...) and bools (switches).
@@ -45,6 +46,10 @@ class Rule:
     """The most equal-shaped tensors one compiled call updates (chunks are powers of two up to it,
     so a key compiles at most four graphs); 1 for rules whose graph does not gain from it."""
     compilable: ClassVar[bool] = True
+    search_space: ClassVar[dict[str, Tunable]] = {}
+    """The workload-agnostic ranges the arena tunes (see `engine.search`); empty: not tunable."""
+    arena_kwargs: ClassVar[dict[str, Any]] = {}
+    """Fixed constructor kwargs the arena adds (e.g. turning on Conda's projection)."""
     """False for rules torch.compile should not trace (eigh/qr each step: SOAP): the fused path runs them eagerly."""
 
     @staticmethod

@@ -13,7 +13,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR, adam_like_space
 
 
 def _cosine(gp: torch.Tensor, gg: torch.Tensor, pp: torch.Tensor, eps) -> torch.Tensor:
@@ -80,6 +80,7 @@ class AdamPRule(Rule):
     same denominator); `project_radial_(d)`; `p *= 1 - lr*wd*(wd_ratio if projected else 1)`;
     `p -= lr/(1 - b1^t) * d`."""
 
+    search_space = adam_like_space()
     hyper = {
         "lr": lr(1e-3),
         "betas": decay_rates(0.9, 0.999),
@@ -138,6 +139,7 @@ class SGDPRule(Rule):
     Without Nesterov `d` is the buffer itself, so a projection also projects the stored buffer, as
     in the reference."""
 
+    search_space = {"lr": SGD_LR, "weight_decay": COUPLED_DECAY, "momentum": MOMENTUM}
     hyper = {
         "lr": lr(1e-3),
         "momentum": Hyper(0.0, unit_interval, "momentum factor (the decay is divided by 1 - momentum)"),

@@ -22,7 +22,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, integer, non_negative, one_of, optional
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay, adam_like_space
 
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 
@@ -69,6 +69,8 @@ class CondaRule(Rule):
     fuse); a square one is compiled with the SVD, the refresh being a per-step switch.
     """
 
+    search_space = adam_like_space()
+    arena_kwargs = {"update_proj_gap": 10}  # the arena compares Conda with its projection on
     hyper = {
         "lr": lr(1e-3),
         "betas": decay_rates(0.9, 0.999),

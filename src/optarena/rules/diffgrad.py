@@ -8,7 +8,7 @@ import torch
 from ..engine import ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, adam_like_space
 
 
 class DiffGradRule(Rule):
@@ -19,6 +19,7 @@ class DiffGradRule(Rule):
     step, not the stored m; eps is added to the uncorrected sqrt(v). Unlike the reference, `p.grad`
     itself is left untouched."""
 
+    search_space = adam_like_space(COUPLED_DECAY)
     hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(0.0)}
     second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 

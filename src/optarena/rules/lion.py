@@ -6,12 +6,14 @@ import torch
 from ..engine import ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, lr, weight_decay
+from ..engine.search import log_range
+from .common import decay_rates, lr, weight_decay, BETA1
 
 
 class LionRule(Rule):
     """`p *= 1 - lr*wd; p -= lr*sign(b1*m + (1-b1)*g); m = b2*m + (1-b2)*g`. No eps, no bias correction."""
 
+    search_space = {"lr": log_range(1e-5, 1e-3), "weight_decay": log_range(1e-2, 10.0), "betas[0]": BETA1}
     hyper = {"lr": lr(1e-4), "betas": decay_rates(0.9, 0.99), "weight_decay": weight_decay(0.0)}
 
     @staticmethod

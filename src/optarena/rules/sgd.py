@@ -7,7 +7,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, non_negative
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import lr, weight_decay
+from .common import lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR
 
 
 class SGDRule(Rule):
@@ -18,6 +18,7 @@ class SGDRule(Rule):
     at 0, so its first value is `(1-dampening)*g` where torch.optim takes `g`: the same unless
     dampening is set."""
 
+    search_space = {"lr": SGD_LR, "weight_decay": COUPLED_DECAY, "momentum": MOMENTUM}
     hyper = {
         "lr": lr(1e-3),
         "momentum": Hyper(0.0, non_negative, "momentum factor"),

@@ -46,7 +46,8 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, integer
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, eps, lr, weight_decay
+from ..engine.search import log_range
+from .common import decay_rates, eps, lr, weight_decay, adam_like_space
 
 
 def _shampoo_beta(name, value):
@@ -122,6 +123,7 @@ def eigenbasis(gg: torch.Tensor) -> torch.Tensor:
 class SOAPRule(Rule):
     """Adam in the eigenbasis of Shampoo's factors; first step builds the basis only; decay after the update."""
 
+    search_space = adam_like_space(lr_range=log_range(3e-4, 3e-2))
     hyper = {
         "lr": lr(3e-3),
         "betas": decay_rates(0.95, 0.95),
