@@ -71,7 +71,94 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, default=demo.DEFAULT_THREADS, help="torch.set_num_threads value (default: %(default)s)"
     )
     p.set_defaults(handler=_cmd_demo)
+    _add_arena(commands)
     return parser
+
+
+def _add_arena(commands: argparse._SubParsersAction) -> None:
+    arena = commands.add_parser(
+        "arena",
+        help="fair, tuned comparison of optimizers on CPU workloads",
+        description="Tune every optimizer with the same budget on each workload, rerun the best "
+        "configuration on several seeds, and write results.json, report.md and report.html.",
+    )
+    sub = arena.add_subparsers(dest="arena_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser, out: bool = True) -> None:
+        p.add_argument("--storage", default=None, metavar="URL",
+                       help="Optuna storage: journal:PATH (default: OUT/studies.journal), sqlite:///PATH, "
+                       "postgresql://user:pass@host/db")  # fmt: skip
+        p.add_argument("--name", default=None, help="name of the run inside the storage (default: the suite)")
+        if out:
+            p.add_argument("--out", default="runs/arena", help="run folder for the storage file and the report "
+                           "(default: %(default)s)")  # fmt: skip
+
+    for action, text in (("run", "plan, work and report (continues an interrupted run)"),
+                         ("plan", "only create the studies, for workers started elsewhere")):  # fmt: skip
+        p = sub.add_parser(action, help=text, description=text)
+        p.add_argument("--suite", choices=["quick", "standard"], default="quick", help="budgets (default: quick)")
+        p.add_argument("--optimizers", type=_name_list, default=None, metavar="A,B", help="default: all registered")
+        p.add_argument("--workloads", type=_name_list, default=None, metavar="A,B", help="default: all")
+        p.add_argument("--trials", type=_positive_int, default=None, help="tuning trials per optimizer and workload")
+        p.add_argument("--seeds", type=_positive_int, default=None, help="seeds the best configuration is rerun on")
+        p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per run (default: 1)")
+        p.add_argument("--steps", type=_positive_int, default=None, help="override every workload's step budget")
+        common(p)
+        if action == "run":
+            p.add_argument("--jobs", type=_positive_int, default=1, help="local worker processes (default: 1)")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(handler=_cmd_arena)
+    p = sub.add_parser("worker", help="join a run in a shared storage and work until it is finished")
+    common(p, out=False)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_arena)
+    p = sub.add_parser("report", help="write results.json and the report of a run from its storage")
+    common(p)
+    p.set_defaults(handler=_cmd_arena)
+
+
+def _cmd_arena(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import MissingDependencyError
+
+    try:
+        from .arena import plan as plans
+        from .arena import runner
+        from .arena.storage import default_url, open_storage
+    except ImportError as err:
+        raise MissingDependencyError(f"the arena needs {err.name!r}: pip install 'optarena[arena]'") from None
+
+    out = Path(getattr(args, "out", None) or "runs/arena")
+    url = args.storage or (default_url(out) if args.arena_command != "worker" else None)
+    if url is None:
+        raise ValueError("arena worker needs --storage URL (the storage the run was planned in)")
+    if args.arena_command == "worker":
+        ran = runner.work(url, args.name or "quick", progress=not args.quiet)
+        print(f"worker finished: ran {ran} trial(s)")
+        return EXIT_OK
+    if args.arena_command == "report":
+        storage = open_storage(url)
+        plan = plans.load_plan(storage, args.name or "quick")
+        files = runner.finish(storage, plan, url, out)["files"]
+        print(f"report: {files['html']}")
+        return EXIT_OK
+    plan = plans.make_plan(args.suite, optimizers=args.optimizers, workloads=args.workloads, trials=args.trials,
+                           seeds=args.seeds, threads=args.threads, name=args.name,
+                           steps=args.steps)  # fmt: skip
+    if args.arena_command == "plan":
+        storage = open_storage(url)
+        runner.preflight(plan)
+        plans.create_studies(storage, plan)
+        print(f"planned run {plan.name!r} in {url}: start workers with\n"
+              f"  optarena arena worker --storage {url} --name {plan.name}")  # fmt: skip
+        return EXIT_OK
+    done = runner.run_arena(plan, url, out, jobs=args.jobs, progress=not args.quiet)
+    print(runner.summary(done["results"]))
+    print(f"\nresults: {done['files']['results']}")
+    print(f"report:  {done['files']['md']}")
+    print(f"report:  {done['files']['html']}")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -94,6 +181,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on `argv` (default: `sys.argv[1:]`); returns the exit status."""
+    from .arena.errors import ArenaError
     from .demo import MissingDependencyError
 
     parser = build_parser()
@@ -103,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.handler(args)
-    except (ValueError, MissingDependencyError) as exc:
+    except (ValueError, MissingDependencyError, ArenaError) as exc:
         print(f"optarena {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -1,0 +1,1 @@
+"""The arena: fair, tuned comparison of optimizers on CPU workloads."""

@@ -1,0 +1,192 @@
+"""What an arena run is made of: a plan, and the Optuna studies it creates up front.
+
+Every unit of work is a trial in a study, enqueued when the plan is created, before any worker
+starts, so the budget is fixed and equal by construction:
+
+* `tune` (per workload x optimizer): `trials` configurations, the first at the method's
+  documented defaults, the others a scrambled Sobol sequence over its search space (the same
+  sequence for every optimizer; AlgoPerf's quasi-random external tuning). Seed 0.
+* `final` (per workload x optimizer): the best tuned configuration rerun on `seeds`; ready once
+  its `tune` study has finished every configuration.
+* `scale` (AdamW on the `scale` workloads): the best AdamW configuration at `factor` x the step
+  budget on every seed, for the data-equivalent speedup fit.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from ..engine.search import default_values
+from ..registry import available, get
+from .storage import ArenaError
+from .train import method_defaults
+from .workloads import WORKLOADS, get_workload
+
+SUITES: dict[str, dict[str, Any]] = {
+    "quick": {"trials": 4, "seeds": 2, "scale": {"charlm": [2, 4]}},
+    "standard": {"trials": 16, "seeds": 5, "scale": {"charlm": [2, 4, 8]}},
+}
+BASELINE = "adamw"
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    kind: str  # "tune" | "final" | "scale"
+    workload: str
+    optimizer: str
+    direction: str
+    configs: tuple[dict[str, Any], ...]
+    depends_on: str | None = None
+
+
+@dataclass
+class Plan:
+    name: str
+    suite: str
+    optimizers: list[str]
+    workloads: list[str]
+    trials: int
+    seeds: list[int]
+    threads: int = 1
+    scale: dict[str, list[int]] = field(default_factory=dict)
+    qmc_seed: int = 0
+    steps_override: int | None = None  # every workload's budget, for smoke runs and tests
+    version: int = PLAN_VERSION
+
+    def steps(self, workload: str) -> int:
+        return self.steps_override or get_workload(workload).budget(self.suite)
+
+    def study_name(self, workload: str, optimizer: str, kind: str) -> str:
+        return f"{self.name}:{workload}:{optimizer}:{kind}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        if data.get("version") != PLAN_VERSION:
+            raise ArenaError(f"the storage holds a plan of version {data.get('version')}, this optarena reads {PLAN_VERSION}")
+        return cls(**data)
+
+    def studies(self) -> list[StudySpec]:
+        """Every study of the plan, in the order workers take them up."""
+        tune, final, scale = [], [], []
+        for w in self.workloads:
+            workload = get_workload(w)
+            direction = "maximize" if workload.higher_is_better else "minimize"
+            steps = self.steps(w)
+            for o in self.optimizers:
+                tname = self.study_name(w, o, "tune")
+                configs = tuple(
+                    {"config": i, "seed": 0, "steps": steps, "params": params}
+                    for i, params in enumerate(tuning_points(o, self.trials, self.qmc_seed))
+                )
+                tune.append(StudySpec(tname, "tune", w, o, direction, configs))
+                configs = tuple({"config": i, "seed": s, "steps": steps} for i, s in enumerate(self.seeds))
+                final.append(StudySpec(self.study_name(w, o, "final"), "final", w, o, direction, configs, tname))
+            if w in self.scale and BASELINE in self.optimizers:
+                pairs = [(f, s) for f in self.scale[w] for s in self.seeds]
+                configs = tuple(
+                    {"config": i, "seed": s, "steps": f * steps, "factor": f} for i, (f, s) in enumerate(pairs)
+                )
+                scale.append(StudySpec(self.study_name(w, BASELINE, "scale"), "scale", w, BASELINE, direction,
+                                       configs, self.study_name(w, BASELINE, "tune")))  # fmt: skip
+        return tune + final + scale
+
+
+def tuning_points(optimizer: str, trials: int, seed: int) -> list[dict[str, float]]:
+    """The method's defaults, then `trials - 1` scrambled-Sobol points of its search space."""
+    space = get(optimizer).rule.search_space
+    if not space:
+        raise ArenaError(f"optimizer {optimizer!r} declares no search space; it cannot be tuned")
+    points = [default_values(space, method_defaults(optimizer))]
+    if trials > 1:
+        from scipy.stats import qmc
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Sobol prefers powers of two; balance is not needed here
+            unit = qmc.Sobol(len(space), scramble=True, seed=seed).random(trials - 1)
+        for row in unit:
+            points.append({k: float(t.at(float(u))) for (k, t), u in zip(space.items(), row)})
+    return points
+
+
+def make_plan(
+    suite: str,
+    *,
+    optimizers: list[str] | None = None,
+    workloads: list[str] | None = None,
+    trials: int | None = None,
+    seeds: int | None = None,
+    threads: int = 1,
+    name: str | None = None,
+    steps: int | None = None,
+) -> Plan:
+    """A plan for `suite` with the user's overrides, every name checked (errors list the valid ones)."""
+    if suite not in SUITES:
+        raise ArenaError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    cfg = SUITES[suite]
+    opts = list(optimizers) if optimizers else available()
+    valid = available()
+    bad = [o for o in opts if o not in valid]
+    if bad:
+        raise ArenaError(f"unknown optimizer(s) {', '.join(bad)}; valid optimizers: {', '.join(valid)}")
+    works = list(workloads) if workloads else list(WORKLOADS)
+    bad = [w for w in works if w not in WORKLOADS]
+    if bad:
+        raise ArenaError(f"unknown workload(s) {', '.join(bad)}; valid workloads: {', '.join(WORKLOADS)}")
+    for value, what in ((trials, "trials"), (seeds, "seeds"), (threads, "threads"), (steps, "steps")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ArenaError(f"{what} must be an integer in [1, inf), got {value!r}")
+    n_seeds = seeds or cfg["seeds"]
+    scale = {w: list(f) for w, f in cfg["scale"].items() if w in works}
+    return Plan(name or suite, suite, opts, works, trials or cfg["trials"], list(range(1, n_seeds + 1)), threads, scale,
+                steps_override=steps)  # fmt: skip
+
+
+def _plan_study(plan_name: str) -> str:
+    return f"{plan_name}:plan"
+
+
+def create_studies(storage: BaseStorage, plan: Plan) -> None:
+    """Store `plan` and create (once) every study with its enqueued configurations.
+
+    Rerunning with the same plan continues; a different plan under the same name is refused.
+    """
+    holder = optuna.create_study(storage=storage, study_name=_plan_study(plan.name), load_if_exists=True)
+    stored = holder.user_attrs.get("plan")
+    if stored is not None:
+        if stored != json.loads(json.dumps(plan.to_json())):
+            raise ArenaError(
+                f"the storage already holds a run named {plan.name!r} with a different plan "
+                f"(stored: {json.dumps(stored)}); choose another --name, --out or --storage"
+            )
+        if holder.user_attrs.get("created"):
+            return
+    else:
+        holder.set_user_attr("plan", plan.to_json())
+    for spec in plan.studies():
+        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction, load_if_exists=True)
+        have = {t.user_attrs.get("config") for t in study.get_trials(deepcopy=False)}
+        for config in spec.configs:
+            if config["config"] not in have:
+                study.enqueue_trial(config.get("params", {}), user_attrs={**config, "kind": spec.kind})
+    holder.set_user_attr("created", True)
+
+
+def load_plan(storage: BaseStorage, name: str) -> Plan:
+    try:
+        holder = optuna.load_study(storage=storage, study_name=_plan_study(name))
+    except KeyError:
+        names = sorted(s[: -len(":plan")] for s in optuna.get_all_study_names(storage) if s.endswith(":plan"))
+        raise ArenaError(f"the storage holds no arena run named {name!r}; runs there: {', '.join(names) or 'none'}") from None
+    if not holder.user_attrs.get("created"):
+        raise ArenaError(f"the run {name!r} is still being created; start workers after `arena run`/`arena plan` returns")
+    return Plan.from_json(holder.user_attrs["plan"])

@@ -1,0 +1,231 @@
+"""A worker: takes enqueued trials of a plan's studies one at a time until none is left.
+
+Taking a trial is atomic in every Optuna storage (a WAITING trial moves to RUNNING for exactly
+one worker), so any number of workers, on any machines sharing the storage, run each
+configuration once. While a trial runs, a thread records a heartbeat on it. A RUNNING trial
+whose heartbeat is older than `grace` seconds, or whose worker process on this host is gone,
+is stale: the first worker to notice fails it and enqueues the same configuration again. A
+worker interrupted with Ctrl-C does the same for its own trial before it exits. So an interrupted
+run loses nothing and no configuration finishes twice.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ..registry import get
+from .plan import Plan, StudySpec
+from .train import train
+from .workloads import get_workload
+
+HEARTBEAT_S = float(os.environ.get("OPTARENA_HEARTBEAT_S", "10"))
+HEARTBEAT_KEY = "optarena:heartbeat"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Heartbeat:
+    """Records (time, host, pid) on a trial every `interval` seconds until stopped."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop_event = threading.Event()
+        self.beat()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def beat(self) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, [time.time(), socket.gethostname(), os.getpid()])
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.beat()
+            except (UpdateFinishedTrialError, RuntimeError):
+                return
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
+
+
+def _is_stale(trial: FrozenTrial, grace: float, now: float) -> bool:
+    beat = trial.system_attrs.get(HEARTBEAT_KEY)
+    if beat is None:
+        started = trial.datetime_start or datetime.now(timezone.utc)
+        if started.tzinfo is None:
+            started = started.astimezone()
+        return now - started.timestamp() > grace
+    stamp, host, pid = beat
+    if host == socket.gethostname() and pid != os.getpid() and not _process_alive(int(pid)):
+        return True
+    return now - float(stamp) > grace
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Fail `trial` and enqueue its configuration again; False if another worker got there first."""
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("interrupted",)}
+    attrs["retry_of"] = trial.number
+    fixed = trial.system_attrs.get("fixed_params", {})
+    study.enqueue_trial(fixed, user_attrs=attrs)
+    return True
+
+
+def fail_stale(study: optuna.Study, grace: float) -> int:
+    now = time.time()
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _is_stale(trial, grace, now) and requeue(study, trial, "stale heartbeat"):
+            count += 1
+    return count
+
+
+def finished_configs(study: optuna.Study) -> dict[int, FrozenTrial]:
+    """The finished trial of each configuration: COMPLETE, or FAIL with an `error` (a bug or a
+    broken environment is recorded, not retried). The first by number if, exceptionally, several."""
+    done: dict[int, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.state == TrialState.COMPLETE or "error" in t.user_attrs:
+            done.setdefault(t.user_attrs["config"], t)
+    return dict(sorted(done.items()))
+
+
+def best_trial(study: optuna.Study, direction: str) -> FrozenTrial | None:
+    """The best finished tuning trial: the best finite value, ties to the lower configuration."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    trials = [t for t in finished_configs(study).values() if t.value is not None and math.isfinite(t.value)]
+    if not trials:
+        return None
+    return min(trials, key=lambda t: (sign * t.value, t.user_attrs["config"]))
+
+
+def _pop(study: optuna.Study) -> optuna.Trial | None:
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+class Worker:
+    """Runs a plan's trials. `on_event(kind, info)` is told "start"/"done"/"requeued"/"idle"."""
+
+    def __init__(
+        self,
+        storage: BaseStorage,
+        plan: Plan,
+        *,
+        heartbeat: float = HEARTBEAT_S,
+        grace: float | None = None,
+        poll: float = 1.0,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
+        self.storage, self.plan = storage, plan
+        self.specs = plan.studies()
+        self.heartbeat, self.grace = heartbeat, grace if grace is not None else 3 * heartbeat
+        self.poll = poll
+        self.on_event = on_event or (lambda kind, info: None)
+        self._studies: dict[str, optuna.Study] = {}
+
+    def study(self, name: str) -> optuna.Study:
+        if name not in self._studies:
+            self._studies[name] = optuna.load_study(storage=self.storage, study_name=name)
+        return self._studies[name]
+
+    def ready(self, spec: StudySpec) -> bool:
+        if spec.depends_on is None:
+            return True
+        dep = next(s for s in self.specs if s.name == spec.depends_on)
+        return len(finished_configs(self.study(spec.depends_on))) >= len(dep.configs)
+
+    def pending(self) -> int:
+        """Configurations of the plan not finished yet."""
+        return sum(len(s.configs) - len(finished_configs(self.study(s.name))) for s in self.specs)
+
+    def run(self, max_trials: int | None = None) -> int:
+        """Work until every configuration is finished (or `max_trials` were run); returns how many ran."""
+        ran = 0
+        while max_trials is None or ran < max_trials:
+            for spec in self.specs:
+                if self.ready(spec) and (trial := _pop(self.study(spec.name))) is not None:
+                    self.run_trial(spec, trial)
+                    ran += 1
+                    break
+            else:
+                requeued = sum(fail_stale(self.study(s.name), self.grace) for s in self.specs)
+                if requeued:
+                    self.on_event("requeued", {"count": requeued})
+                    continue
+                if self.pending() == 0:
+                    return ran
+                self.on_event("idle", {})
+                time.sleep(self.poll)
+        return ran
+
+    def run_trial(self, spec: StudySpec, trial: optuna.Trial) -> None:
+        study = self.study(spec.name)
+        attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        info = {"study": spec.name, "kind": spec.kind, "workload": spec.workload, "optimizer": spec.optimizer,
+                "config": attrs["config"], "number": trial.number}  # fmt: skip
+        beat = _Heartbeat(self.storage, trial._trial_id, self.heartbeat)
+        try:
+            self.on_event("start", info)
+            values = self.values(spec, trial, attrs)
+            record = train(get_workload(spec.workload), spec.optimizer, values, seed=attrs["seed"],
+                           steps=attrs["steps"], threads=self.plan.threads)  # fmt: skip
+        except BaseException as err:
+            beat.stop()
+            frozen = study._storage.get_trial(trial._trial_id)
+            if not isinstance(err, Exception):  # Ctrl-C, SystemExit: hand the configuration back
+                requeue(study, frozen, type(err).__name__)
+                raise
+            # a bug or a broken environment: recorded (the report lists it), not retried
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            study.tell(trial, state=TrialState.FAIL)
+            self.on_event("error", {**info, "error": f"{type(err).__name__}: {err}"})
+            return
+        beat.stop()
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("record", record)
+        value = record["final"]
+        if value is None:
+            value = -math.inf if spec.direction == "maximize" else math.inf
+        study.tell(trial, value)
+        self.on_event("done", {**info, "value": value, "status": record["status"]})
+
+    def values(self, spec: StudySpec, trial: optuna.Trial, attrs: dict[str, Any]) -> dict[str, float]:
+        space = get(spec.optimizer).rule.search_space
+        if spec.kind == "tune":
+            return {k: trial.suggest_float(k, t.low, t.high, log=t.log) for k, t in space.items()}
+        tuning = self.study(spec.depends_on)
+        best = best_trial(tuning, spec.direction)
+        if best is None:  # every tuning trial diverged: rerun the defaults so the failure is on record
+            best = finished_configs(tuning)[0]
+        trial.set_user_attr("best_of_tuning", best.number)
+        return dict(best.user_attrs["params"])

@@ -1,0 +1,152 @@
+"""Scale-out and resumption: workers share studies through a storage, interruptions lose nothing.
+
+The invariant every test checks (`assert_exactly_once`): in every study of the plan each
+configuration finished exactly once, and trial numbers are 0..n-1 with no gaps or repeats.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optarena.arena.errors import ArenaError
+from optarena.arena.plan import create_studies, load_plan, make_plan
+from optarena.arena.storage import open_storage
+from optarena.arena.worker import HEARTBEAT_KEY, Worker, fail_stale
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_plan(name: str, steps: int = 600, trials: int = 4):
+    return make_plan("quick", optimizers=["adamw", "sgd"], workloads=["rosenbrock"], trials=trials, seeds=2,
+                     name=name, steps=steps)  # fmt: skip
+
+
+def assert_exactly_once(storage, plan) -> dict[str, list]:
+    trials_by_study = {}
+    for spec in plan.studies():
+        study = optuna.load_study(storage=storage, study_name=spec.name)
+        trials = study.get_trials(deepcopy=False)
+        assert sorted(t.number for t in trials) == list(range(len(trials))), spec.name
+        complete = [t.user_attrs["config"] for t in trials if t.state == TrialState.COMPLETE]
+        assert sorted(complete) == [c["config"] for c in spec.configs], spec.name  # each once, none missing
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        trials_by_study[spec.name] = trials
+    return trials_by_study
+
+
+def worker_cmd(url: str, name: str) -> list[str]:
+    return [sys.executable, "-m", "optarena", "arena", "worker", "--storage", url, "--name", name, "--quiet"]
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def states(storage, plan) -> list[TrialState]:
+    return [t.state for spec in plan.studies()
+            for t in optuna.load_study(storage=storage, study_name=spec.name).get_trials(deepcopy=False)]  # fmt: skip
+
+
+def _two_workers_share(url: str, name: str) -> None:
+    storage = open_storage(url)
+    plan = tiny_plan(name)
+    create_studies(storage, plan)
+    procs = [subprocess.Popen(worker_cmd(url, name), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = [int(out.split("ran ")[1].split()[0]) for out in outputs]
+    total = sum(len(s.configs) for s in plan.studies())
+    assert sum(ran) == total, outputs  # no configuration run twice
+    assert min(ran) >= 1, f"one worker did all the work: {ran}"
+    assert_exactly_once(storage, plan)
+
+
+def test_two_workers_share_a_journal_file(tmp_path):
+    _two_workers_share(f"journal:{tmp_path / 's.journal'}", "share")
+
+
+def test_two_workers_share_postgresql(postgres_url):
+    _two_workers_share(postgres_url, "share-pg")
+
+
+def _killed_then_rerun(url: str, name: str, sig: int) -> dict:
+    storage = open_storage(url)
+    plan = tiny_plan(name, steps=3000, trials=3)
+    create_studies(storage, plan)
+    proc = subprocess.Popen(worker_cmd(url, name), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: TrialState.COMPLETE in states(storage, plan) and TrialState.RUNNING in states(storage, plan),
+                 what="a finished and a running trial")  # fmt: skip
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the rerun: same host, the dead worker's pid is gone, so its trial is stale at once
+    Worker(storage, load_plan(storage, name), grace=3600).run()
+    trials = assert_exactly_once(storage, plan)
+    failed = [t for ts in trials.values() for t in ts if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # the one that was running when the worker died
+    retried = [t for ts in trials.values() for t in ts if t.user_attrs.get("retry_of") == failed[0].number
+               and t.user_attrs["config"] == failed[0].user_attrs["config"]]  # fmt: skip
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    return failed[0].user_attrs
+
+
+def test_killed_worker_on_postgresql_rerun_completes(postgres_url):
+    attrs = _killed_then_rerun(postgres_url, "kill-pg", signal.SIGKILL)
+    assert attrs["interrupted"] == "stale heartbeat"
+
+
+def test_ctrl_c_hands_the_trial_back(tmp_path):
+    attrs = _killed_then_rerun(f"journal:{tmp_path / 's.journal'}", "ctrl-c", signal.SIGINT)
+    assert attrs["interrupted"] == "KeyboardInterrupt"  # handed back by the worker itself
+
+
+def test_stale_heartbeat_from_another_host_is_requeued_once(tmp_path):
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    plan = tiny_plan("stale", trials=2)
+    create_studies(storage, plan)
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+    assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    storage.set_trial_system_attr(waiting._trial_id, HEARTBEAT_KEY, [time.time() - 100, "elsewhere", 1])
+    assert fail_stale(study, grace=1000) == 0  # fresh enough: left alone
+    assert fail_stale(study, grace=50) == 1
+    assert fail_stale(study, grace=50) == 0  # already handed back: not twice
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    copy = trials[-1]
+    assert copy.state == TrialState.WAITING and copy.user_attrs["retry_of"] == waiting.number
+    assert copy.system_attrs["fixed_params"] == waiting.system_attrs["fixed_params"]
+    assert socket.gethostname() != "elsewhere"
+
+
+def test_unreachable_postgresql_is_a_clear_error_before_training():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    start = time.monotonic()
+    with pytest.raises(ArenaError, match="cannot open storage 'postgresql.*127.0.0.1"):
+        open_storage(f"postgresql://u:secret@127.0.0.1:{port}/db")
+    assert time.monotonic() - start < 30
+
+
+def test_password_is_redacted_in_errors():
+    with pytest.raises(ArenaError) as info:
+        open_storage("postgresql://u:hunter2@127.0.0.1:1/db")
+    assert "hunter2" not in str(info.value)
