@@ -28,8 +28,8 @@ from .train import method_defaults
 from .workloads import WORKLOADS, get_workload
 
 SUITES: dict[str, dict[str, Any]] = {
-    "quick": {"trials": 4, "seeds": 2, "scale": {"charlm": [2, 4]}},
-    "standard": {"trials": 16, "seeds": 5, "scale": {"charlm": [2, 4, 8]}},
+    "quick": {"trials": 6, "seeds": 2, "scale": {"noisy-quadratic": [2, 4], "charlm": [2, 4]}},
+    "standard": {"trials": 16, "seeds": 5, "scale": {"noisy-quadratic": [2, 4, 8], "charlm": [2, 4, 8]}},
 }
 BASELINE = "adamw"
 PLAN_VERSION = 1

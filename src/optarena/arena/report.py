@@ -548,7 +548,8 @@ def _summary_table(results: dict, w: str) -> Table:
     if marked:
         notes.append(f"{NOISE_MARK}: the difference to AdamW's mean final {metric} is within seed "
                      "noise (not significant across the seeds). No mark: the difference is "
-                     "significant, for better or worse, or was not tested (AdamW itself, failed runs).")
+                     "significant, for better or worse, or was not tested (AdamW itself, failed "
+                     "runs, fewer than two seeds, no spread).")
     if partial:
         notes.append("(k/n seeds): only k of the n seeds finished; the others diverged or errored.")
     return Table(columns, rows, ["l", "r", "r", "r", "r", "r", "l"], notes)

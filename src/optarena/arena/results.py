@@ -25,6 +25,8 @@ from .workloads import get_workload
 
 SCHEMA = "optarena.arena.results/1"
 PROPERTIES = ("effective_rank", "activation_kurtosis", "tail_error")
+FIT_EXPONENT = (1.01e-3, 9.9)
+"""A fitted exponent outside this open range sits at analysis.fit_power_law's search bound: no fit."""
 TAUS = [float(t) for t in np.linspace(1.0, 4.0, 61)]
 
 
@@ -178,6 +180,11 @@ def _speedup(storage: BaseStorage, plan: Plan, w: str, runs: dict[str, Any]) -> 
         entry["note"] = f"no fit: {err}"
         return entry
     entry["fit"] = {"alpha": fit.alpha, "exponent": fit.exponent, "beta": fit.beta}
+    if not FIT_EXPONENT[0] < fit.exponent < FIT_EXPONENT[1]:
+        entry["note"] = (f"AdamW's losses at {entry['budgets']} steps do not bend like a power law (fitted exponent "
+                         f"{fit.exponent:.3g} at the search bound): budgets too small for a data-scaling fit; "
+                         "no speedup reported (the standard suite's budgets are meant for it)")  # fmt: skip
+        return entry
     for o, run in runs.items():
         mean = run["final"]["mean"]
         entry["speedup"][o] = _finite(analysis.data_equivalent_speedup(fit, mean, T)) if mean is not None else None

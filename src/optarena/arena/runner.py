@@ -155,8 +155,9 @@ def summary(results: dict[str, Any]) -> str:
     lines.append("\nperformance-profile score (area on [1, 4], 1 = fastest to target everywhere): "
                  + ", ".join(f"{o} {scores[o]:.2f}" for o in sorted(scores, key=lambda o: -scores[o])))  # fmt: skip
     for w, entry in results.get("speedup", {}).items():
-        sp = entry["speedup"]
-        lines.append(f"data-equivalent speedup over AdamW on {w}: "
-                     + ", ".join(f"{o} {_fmt(v, 3) if v is not None else '>max'}" for o, v in sp.items())
-                     + (f" ({entry['note']})" if entry.get("note") else ""))  # fmt: skip
+        if entry.get("fit") is None or entry.get("note"):
+            lines.append(f"data-equivalent speedup over AdamW on {w}: none ({entry.get('note') or 'no fit'})")
+            continue
+        values = ", ".join(f"{o} {_fmt(v, 3) if v is not None else '>max'}" for o, v in entry["speedup"].items())
+        lines.append(f"data-equivalent speedup over AdamW on {w} (>max: beyond AdamW's asymptote): {values}")
     return "\n".join(lines)

@@ -50,6 +50,6 @@ WORKLOAD = Workload(
     description="2-D Rosenbrock function from (-2, 2); deterministic curved valley, minimum f(1, 1) = 0",
     metric="f",
     higher_is_better=False,
-    steps={"quick": 300, "standard": 3000},
+    steps={"quick": 1000, "standard": 5000},
     build=RosenbrockTask,
 )
