@@ -71,6 +71,19 @@ SPECS = {
         variants=({"betas": (0.95, 0.98)},),
         bad=COMMON_BAD + BETAS2_BAD,
     ),
+    # bitsandbytes' 8-bit rules; min_8bit_size=0 quantizes even the generic tests' small tensors
+    "adamw8bit": Spec(
+        "adamw8bit",
+        {"lr": 0.05, "weight_decay": 0.1, "min_8bit_size": 0},
+        variants=({"betas": (0.8, 0.95), "eps": 1e-6}, {"state_precision": "fp32"}),
+        bad=COMMON_BAD + BETAS2_BAD + (({"eps": -1e-8}, "eps"), ({"min_8bit_size": -1}, "min_8bit_size")),
+    ),
+    "lion8bit": Spec(
+        "lion8bit",
+        {"lr": 0.01, "weight_decay": 0.1, "min_8bit_size": 0},
+        variants=({"betas": (0.95, 0.98)},),
+        bad=COMMON_BAD + BETAS2_BAD + (({"state_precision": "int4"}, "state_precision"),),
+    ),
     "adan": Spec(
         "adan",
         {"lr": 0.05, "weight_decay": 0.02},
@@ -136,6 +149,53 @@ SPECS = {
             ({"scale": -1.0}, "scale"),
             ({"proj_type": "full"}, "proj_type"),
             ({"correct_bias": 1}, "correct_bias"),
+        ),
+    ),
+    "galore_adamw": Spec(
+        "galore_adamw",
+        # rank set: the (6, 5) matrix is projected to rank 2 (right basis Vh[:2], refreshed from the
+        # gradient at steps 1, 3, 5, ...); the 1-D, 4-D and 0-d params take the plain AdamW update.
+        {"lr": 0.05, "weight_decay": 0.1, "rank": 2, "update_proj_gap": 2},
+        variants=(
+            {"rank": None},  # no projection: plain AdamW with decay after the update
+            {"proj_type": "reverse_std", "scale": 0.5, "correct_bias": False, "betas": (0.8, 0.95)},
+            {"rank": 8, "scale": 0.25},  # clamped to the smaller side (5): a full-rank basis
+        ),
+        bad=COMMON_BAD
+        + BETAS2_BAD
+        + (
+            ({"eps": -1e-8}, "eps"),
+            ({"rank": 0}, "rank"),
+            ({"rank": 2.5}, "rank"),
+            ({"update_proj_gap": 0}, "update_proj_gap"),
+            ({"update_proj_gap": -5}, "update_proj_gap"),
+            ({"update_proj_gap": None}, "update_proj_gap"),
+            ({"scale": -1.0}, "scale"),
+            ({"proj_type": "full"}, "proj_type"),
+            ({"correct_bias": 1}, "correct_bias"),
+        ),
+    ),
+    "fira_adamw": Spec(
+        "fira_adamw",
+        # As GaLore, plus the scaled residual and its norm-growth limiter (from step 2 on).
+        {"lr": 0.05, "weight_decay": 0.1, "rank": 2, "update_proj_gap": 2},
+        variants=(
+            {"rank": None},
+            {"proj_type": "reverse_std", "alpha": 0.5, "correct_bias": False, "betas": (0.8, 0.95)},
+            {"rank": 8, "alpha": 0.25},
+        ),
+        bad=COMMON_BAD
+        + BETAS2_BAD
+        + (
+            ({"eps": -1e-8}, "eps"),
+            ({"rank": 0}, "rank"),
+            ({"rank": -2}, "rank"),
+            ({"update_proj_gap": 0}, "update_proj_gap"),
+            ({"update_proj_gap": -5}, "update_proj_gap"),
+            ({"alpha": -1.0}, "alpha"),
+            ({"alpha": float("nan")}, "alpha"),
+            ({"scale": 0.25}, "scale"),  # GaLore's name: Fira calls it alpha
+            ({"proj_type": "full"}, "proj_type"),
         ),
     ),
     "soap": Spec(

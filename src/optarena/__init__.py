@@ -6,6 +6,8 @@ from .registry import available, create, get, register
 from .rules import SGD, SGDP, AdamP, AdamW, Adan, Conda, DiffGrad, Lion
 from .rules import SOAP
 from .rules import Muon, NorMuon
+from .rules import FiraAdamW, GaLoreAdamW
+from .rules import AdamW8bit, Lion8bit
 
 register("adamw", AdamW)
 register("sgd", SGD)
@@ -18,6 +20,10 @@ register("soap", SOAP)
 register("conda", Conda)
 register("muon", Muon)
 register("normuon", NorMuon)
+register("galore_adamw", GaLoreAdamW)
+register("fira_adamw", FiraAdamW)
+register("adamw8bit", AdamW8bit)
+register("lion8bit", Lion8bit)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,6 +38,10 @@ __all__ = [
     "Conda",
     "Muon",
     "NorMuon",
+    "GaLoreAdamW",
+    "FiraAdamW",
+    "AdamW8bit",
+    "Lion8bit",
     "Optimizer",
     "Rule",
     "GradientTransform",

@@ -10,6 +10,9 @@
 * Matrix rules (Muon, NorMuon): `create_optimizer` returns one optimizer whose hidden matrices
   take the rule and whose other parameters (embeddings, head, first conv, biases, gains) take
   groups naming `rule="adamw"` (see `hidden_matrices` and `AUX_DEFAULTS`).
+* Projection rules (GaLore, Fira: `Rule.projection_kwargs`): the same split, but the projection
+  kwargs (`rank`, ...) go to the hidden matrices' groups only; the other parameters stay in
+  groups of the same optimizer without them (its plain AdamW update).
 Each group carries `param_names`, so which parameter went where can be inspected.
 """
 from __future__ import annotations
@@ -136,6 +139,9 @@ def create_optimizer(
     `aux_patterns` never) get the method, everything else groups that name `rule=aux` (AdamW) with
     `AUX_DEFAULTS` updated by `aux_kwargs` (its `lr`, `weight_decay`, `betas`, ...; weight decay
     defaults to the method's). Biases and gains get no weight decay in either part.
+    For a projection method (GaLore, Fira: the rule's `projection_kwargs`, e.g. `rank`) those
+    kwargs are set on the hidden matrices' groups only (routed as above); every other parameter is
+    in groups of the same optimizer without them, i.e. its plain AdamW update.
     """
     cls = get(name)
     rule = getattr(cls, "rule", None)
@@ -144,7 +150,8 @@ def create_optimizer(
     if weight_decay is None:
         weight_decay = hyper["weight_decay"].default if "weight_decay" in hyper else 0.0
     common = dict(no_decay=no_decay, decay=decay, layer_decay=layer_decay, layer_id=layer_id)
-    if rule is None or not rule.matrix_only:
+    projection = getattr(rule, "projection_kwargs", ())
+    if rule is None or not (rule.matrix_only or projection):
         return cls(param_groups(model, lr=lr, weight_decay=weight_decay, **common), lr=lr, weight_decay=weight_decay,
                    **kwargs)  # fmt: skip
     patterns = list(aux_patterns)
@@ -153,6 +160,11 @@ def create_optimizer(
     def is_matrix(n: str, p: torch.nn.Parameter) -> bool:
         return bool(routed(n, p)) and not any(fnmatch.fnmatchcase(n, pat) for pat in patterns)
 
+    if not rule.matrix_only:  # a projection rule: its projection kwargs on the hidden matrices only
+        projected = {k: kwargs.pop(k) for k in projection if k in kwargs}
+        groups = param_groups(model, lr=lr, weight_decay=weight_decay, only=is_matrix, extra=projected, **common)
+        groups += param_groups(model, lr=lr, weight_decay=weight_decay, only=lambda n, p: not is_matrix(n, p), **common)
+        return cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     aux_cfg = {**AUX_DEFAULTS, "weight_decay": weight_decay, **(aux_kwargs or {})}
     aux_lr, aux_wd = aux_cfg.pop("lr"), aux_cfg.pop("weight_decay")
     groups = param_groups(model, lr=lr, weight_decay=weight_decay, only=is_matrix, **common)

@@ -31,13 +31,12 @@ def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: 
 
     `g2`, when a transform split it off, is the gradient for the rule's second moment (`Rule.second_moment_grad`).
     """
-    work = {k: storage.read(v, p) for k, v in stored.items()}
+    work = storage.read(stored, p, rule)
     if g2 is None:
         rule.update(p, g, work, s)
     else:
         rule.update(p, g, work, s, g2)
-    for k, v in stored.items():
-        storage.write(v, work[k])
+    storage.write(stored, work, rule)
 
 
 def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: "StepScalars", g2, n: int) -> Callable:
@@ -112,7 +111,7 @@ def apply_fused(rule: type[Rule], storage: StateStorage, items: list[tuple]) -> 
     buckets: dict[tuple, list[tuple]] = {}
     for p, g, stored, s, g2 in items:
         # A rule's own fused kernel knows one gradient only: with a split-off g2 the compiled path runs.
-        if rule.fused_kernel is not None and g2 is None and all(storage.is_passthrough(v, p) for v in stored.values()):
+        if rule.fused_kernel is not None and g2 is None and storage.is_passthrough(stored, p):
             if rule.fused_kernel(p, g, stored, s):
                 continue
         if not rule.compilable or not _fusable(p, g, stored, g2):

@@ -9,7 +9,7 @@ import torch
 from .hyper import Hyper, resolve
 from .kernels import StepScalars, apply_eager, apply_fused
 from .rule import Rule
-from .storage import StateStorage
+from .storage import MIN_8BIT_SIZE, StateStorage
 from .transforms import GradientTransform, SplitGradients
 
 NONFINITE_POLICIES = ("raise", "skip", "propagate")
@@ -53,7 +53,9 @@ class Optimizer(torch.optim.Optimizer):
     * `fused`: `False` (default) runs the eager reference path; `True` runs one fused kernel per
       tensor (torch's own where it has one, else `torch.compile`d from the same rule).
     * `state_precision`: `None` keeps state in each parameter's dtype (as torch.optim does);
-      `"fp32"` or `"bf16"` store it in that dtype.
+      `"fp32"` or `"bf16"` store it in that dtype; `"8bit"` quantizes it block-wise (bitsandbytes'
+      dynamic code maps, blocks of 256; tensors under `min_8bit_size` elements, default 4096, stay
+      in float32). See `engine/storage.py`.
     """
 
     rule: ClassVar[type[Rule]]
@@ -68,6 +70,7 @@ class Optimizer(torch.optim.Optimizer):
         nonfinite: str = "raise",
         fused: bool = False,
         state_precision: str | None = None,
+        min_8bit_size: int = MIN_8BIT_SIZE,
         **hyperparameters: Any,
     ):
         name = type(self).__name__
@@ -85,7 +88,7 @@ class Optimizer(torch.optim.Optimizer):
         defaults = {k: spec.default for k, spec in self.rule.hyper.items()} | given
         self.nonfinite = nonfinite
         self.fused = fused
-        self.storage = StateStorage(state_precision)
+        self.storage = StateStorage(state_precision, min_8bit_size)
         self.transforms = transforms + self.builtin_transforms(**wide, **defaults)
         splitting = [t for t in self.transforms if t.splits_second_moment]
         if splitting and not self.rule.second_moment_grad:
@@ -191,11 +194,12 @@ class Optimizer(torch.optim.Optimizer):
                 if not state:
                     state["step"] = 0
                     for key, value in rule.init(p, g, group).items():
-                        state[key] = self.storage.encode(value, p)
+                        state.update(self.storage.encode(key, value, p, rule))
                 elif (needed := rule.needed_state(group)) and not all(k in state for k in needed):
                     fresh = rule.init(p, g, group)
                     for key in needed:
-                        state.setdefault(key, self.storage.encode(fresh[key], p))
+                        if key not in state:
+                            state.update(self.storage.encode(key, fresh[key], p, rule))
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
                 step = state["step"]

@@ -46,6 +46,11 @@ class Rule:
     """The most equal-shaped tensors one compiled call updates (chunks are powers of two up to it,
     so a key compiles at most four graphs); 1 for rules whose graph does not gain from it."""
     compilable: ClassVar[bool] = True
+    nonnegative_state: ClassVar[tuple[str, ...]] = ("exp_avg_sq",)
+    """State names (or name prefixes before `_`) that are never negative: 8-bit storage gives them
+    the unsigned code map (second moments)."""
+    exact_state: ClassVar[tuple[str, ...]] = ()
+    """State names (or prefixes) that 8-bit storage keeps in float32: bases, factors, not moments."""
     search_space: ClassVar[dict[str, Tunable]] = {}
     """The workload-agnostic ranges the arena tunes (see `engine.search`); empty: not tunable."""
     arena_kwargs: ClassVar[dict[str, Any]] = {}

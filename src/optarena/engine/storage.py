@@ -1,55 +1,115 @@
 """State storage: the one place where optimizer state is allocated, read and written back.
 
-Rules never see how state is stored. At a parameter's first step the engine hands the rule's
-initial state to `encode`; on every step it `read`s a working tensor (which the rule updates in
-place) and `write`s it back. A storage that keeps state in the working precision returns the
-stored tensor itself from `read`, so `write` costs nothing; a compressed storage (bf16 here,
-8-bit block-wise later) decodes on read and re-encodes on write.
+Rules never see how state is stored. At a parameter's first step the engine hands each initial
+state tensor to `encode`, which returns the entries to keep in the optimizer's state; on every
+step `read` gives the working tensors (which the rule updates in place) and `write` persists
+them. A storage that keeps state in the working precision returns the stored tensors themselves
+from `read`, so `write` costs nothing; a compressed storage decodes on read and re-encodes on
+write.
+
+Precisions:
+* `None`: each parameter's dtype (as torch.optim); `"fp32"`; `"bf16"` (rounded to nearest on write).
+* `"8bit"`: block-wise dynamic quantization with bitsandbytes' layout (`engine.quantize`): a state
+  `name` is kept as `name` (uint8 codes, the working tensor's shape) plus `name.absmax` (one
+  float32 scale per block of 256 values over the flattened tensor), both in `state_dict`. Rules
+  declare which states are non-negative (`Rule.nonnegative_state`: the unsigned code map, for
+  second moments) and which must stay exact (`Rule.exact_state`: projection bases, Shampoo
+  factors). Tensors under `min_8bit_size` elements (4096, as bitsandbytes) stay in float32.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-PRECISIONS = (None, "fp32", "bf16")
+from .quantize import dequantize_blockwise, dynamic_map, quantize_blockwise
+
+PRECISIONS = (None, "fp32", "bf16", "8bit")
+MIN_8BIT_SIZE = 4096
+SCALE_SUFFIX = ".absmax"
+
+
+def _named(names: tuple[str, ...], key: str) -> bool:
+    return any(key == n or key.startswith(n + "_") for n in names)
 
 
 class StateStorage:
-    """Keeps each state tensor in one dtype (`None`: the parameter's own, as torch.optim does).
+    """Keeps each state tensor in one form (`None`: the parameter's own dtype, as torch.optim does).
 
     The working dtype is the wider of the stored and the parameter dtype, so bf16 state of an
-    fp32 parameter is updated in fp32 and rounded to nearest when written back.
+    fp32 parameter is updated in fp32; 8-bit state is decoded to float32 and re-quantized.
     """
 
-    def __init__(self, precision: str | None = None):
+    def __init__(self, precision: str | None = None, min_8bit_size: int = MIN_8BIT_SIZE):
         if precision not in PRECISIONS:
             raise ValueError(f"state_precision must be one of {PRECISIONS}, got {precision!r}")
+        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+            raise ValueError(f"min_8bit_size must be an integer in [0, inf), got {min_8bit_size!r}")
         self.precision = precision
-        self.dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        self.min_8bit_size = min_8bit_size
+        self.dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "8bit": torch.float32}[precision]
+        self._maps: dict[tuple[bool, torch.device], torch.Tensor] = {}
 
-    def encode(self, value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-        """The stored form of a freshly initialized state tensor."""
-        dtype = self.dtype or param.dtype
+    # -- what is quantized ------------------------------------------------------------------------
+    def quantizes(self, key: str, value: torch.Tensor, rule: Any) -> bool:
+        return (
+            self.precision == "8bit"
+            and value.is_floating_point()
+            and value.numel() >= max(1, self.min_8bit_size)
+            and not _named(getattr(rule, "exact_state", ()), key)
+        )
+
+    def code(self, key: str, rule: Any, device: torch.device) -> torch.Tensor:
+        signed = not _named(getattr(rule, "nonnegative_state", ()), key)
+        if (signed, device) not in self._maps:
+            self._maps[(signed, device)] = dynamic_map(signed, device)
+        return self._maps[(signed, device)]
+
+    # -- the three operations ---------------------------------------------------------------------
+    def encode(self, key: str, value: torch.Tensor, param: torch.Tensor, rule: Any = None) -> dict[str, torch.Tensor]:
+        """The state entries holding a freshly initialized state tensor `key`."""
         if not value.is_floating_point():
-            return value
-        return value.to(dtype=dtype, memory_format=torch.preserve_format)
+            return {key: value}
+        if self.quantizes(key, value, rule):
+            codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device))
+            return {key: codes.view(value.shape), key + SCALE_SUFFIX: absmax}
+        dtype = self.dtype or param.dtype
+        return {key: value.to(dtype=dtype, memory_format=torch.preserve_format)}
 
-    @staticmethod
-    def read(stored: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-        """The working tensor the rule updates in place."""
-        if not stored.is_floating_point():
-            return stored
-        work = torch.promote_types(stored.dtype, param.dtype)
-        return stored if stored.dtype == work else stored.to(work)
+    def read(self, stored: dict[str, torch.Tensor], param: torch.Tensor, rule: Any = None) -> dict[str, torch.Tensor]:
+        """The working tensors, by the rule's state names, that the rule updates in place."""
+        work = {}
+        for key, value in stored.items():
+            if key.endswith(SCALE_SUFFIX):
+                continue
+            scale = stored.get(key + SCALE_SUFFIX)
+            if scale is not None:
+                work[key] = dequantize_blockwise(value, scale, self.code(key, rule, value.device)).view(value.shape)
+            elif not value.is_floating_point():
+                work[key] = value
+            else:
+                dtype = torch.promote_types(value.dtype, param.dtype)
+                work[key] = value if value.dtype == dtype else value.to(dtype)
+        return work
 
-    @staticmethod
-    def write(stored: torch.Tensor, work: torch.Tensor) -> None:
-        """Persist the updated working tensor."""
-        if work is not stored:
-            stored.copy_(work)
+    def write(self, stored: dict[str, torch.Tensor], work: dict[str, torch.Tensor], rule: Any = None) -> None:
+        """Persist the updated working tensors (re-quantizing 8-bit state)."""
+        for key, value in work.items():
+            target = stored[key]
+            scale = stored.get(key + SCALE_SUFFIX)
+            if scale is not None:
+                codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device))
+                target.view(-1).copy_(codes)
+                scale.copy_(absmax)
+            elif value is not target:
+                target.copy_(value)
 
-    def is_passthrough(self, stored: torch.Tensor, param: torch.Tensor) -> bool:
-        """Whether `read` returns the stored tensor itself (kernels may then update it directly)."""
-        return not stored.is_floating_point() or torch.promote_types(stored.dtype, param.dtype) == stored.dtype
+    def is_passthrough(self, stored: dict[str, torch.Tensor], param: torch.Tensor) -> bool:
+        """Whether `read` returns the stored tensors themselves (kernels may then update them directly)."""
+        return all(
+            not v.is_floating_point() or torch.promote_types(v.dtype, param.dtype) == v.dtype
+            for k, v in stored.items()
+        ) and not any(k.endswith(SCALE_SUFFIX) for k in stored)
 
     def __repr__(self) -> str:
         return f"StateStorage({self.precision!r})"

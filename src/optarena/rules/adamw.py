@@ -9,6 +9,15 @@ from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay, adam_like_space
 
 
+def adam_step(p, g, g2, state, s) -> None:
+    """Adam's moments and step (no decay): eps added to the bias-corrected sqrt(v)."""
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    ops.lerp_(m, g, s["one_minus_beta1"])
+    ops.addcmul_(v.mul_(s["beta2"]), g2, g2, s["one_minus_beta2"])
+    denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
+    ops.addcdiv_(p, m, denom, s["neg_step_size"])
+
+
 class AdamWRule(Rule):
     """Decoupled decay before the step; Adam moments; eps added to the bias-corrected sqrt(v)."""
 
@@ -39,13 +48,8 @@ class AdamWRule(Rule):
 
     @staticmethod
     def update(p, g, state, s, g2=None):
-        g2 = g if g2 is None else g2
-        m, v = state["exp_avg"], state["exp_avg_sq"]
         p.mul_(s["decay"])
-        ops.lerp_(m, g, s["one_minus_beta1"])
-        ops.addcmul_(v.mul_(s["beta2"]), g2, g2, s["one_minus_beta2"])
-        denom = (v.sqrt() / s["bias_correction2_sqrt"]).add_(s["eps"])
-        ops.addcdiv_(p, m, denom, s["neg_step_size"])
+        adam_step(p, g, g if g2 is None else g2, state, s)
 
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:

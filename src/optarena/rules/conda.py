@@ -23,27 +23,9 @@ from ..engine.hyper import Hyper, boolean, integer, non_negative, one_of, option
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import moment_scalars, decay_rates, eps, lr, weight_decay, adam_like_space
-
-PROJ_TYPES = ("std", "reverse_std", "left", "right")
-
-
-def is_projected(p: torch.Tensor, group: dict) -> bool:
-    """Whether `p` gets the Conda projection: a non-empty matrix in a group with `update_proj_gap`."""
-    return group["update_proj_gap"] is not None and p.dim() == 2 and p.numel() > 0
-
-
-def projects_right(shape, proj_type: str) -> bool:
-    """The side of the basis: right (`Vh`, `G @ Vh^T`) or left (`U`, `U^T @ G`).
-
-    `std`: right when rows >= cols (the smaller basis), `reverse_std` the opposite; `left` and
-    `right` fix the side.
-    """
-    rows, cols = shape
-    if proj_type == "std":
-        return rows >= cols
-    if proj_type == "reverse_std":
-        return rows < cols
-    return proj_type == "right"
+from .projection import (  # the projection helpers' home; conda re-exports is_projected, projects_right
+    PROJ_TYPES, basis_shape, is_projected, project, project_back, projected_shape, projects_right, svd_basis,
+)
 
 
 class CondaRule(Rule):
@@ -69,6 +51,7 @@ class CondaRule(Rule):
     fuse); a square one is compiled with the SVD, the refresh being a per-step switch.
     """
 
+    exact_state = ("projection",)
     search_space = adam_like_space()
     arena_kwargs = {"update_proj_gap": 10}  # the arena compares Conda with its projection on
     hyper = {
@@ -88,11 +71,10 @@ class CondaRule(Rule):
         if is_projected(p, group):
             # The SVD's thin factors: right Vh (k, cols), left U (rows, k), k = min(rows, cols);
             # v lives in the projected shape, p's own for "std" (right exactly when rows >= cols).
-            (rows, cols), k = p.shape, min(p.shape)
             right = projects_right(p.shape, group["proj_type"])
             new = dict(dtype=p.dtype, device=p.device)
-            state["projection"] = torch.zeros((k, cols) if right else (rows, k), **new)
-            state["exp_avg_sq"] = torch.zeros((rows, k) if right else (k, cols), **new)
+            state["projection"] = torch.zeros(basis_shape(p.shape, right), **new)
+            state["exp_avg_sq"] = torch.zeros(projected_shape(p.shape, right), **new)
         return state
 
     @staticmethod
@@ -122,18 +104,13 @@ class CondaRule(Rule):
         else:
             right = projects_right(p.shape, s["proj_type"])
             if s["refresh"]:
-                work = torch.float64 if m.dtype == torch.float64 else torch.float32
-                U, _, Vh = torch.linalg.svd(m.to(work).contiguous(), full_matrices=False)
-                basis.copy_(Vh if right else U)
+                basis.copy_(svd_basis(m, right))
             # Row-major operands: a transposed layout would change the SVD's and BLAS's rounding.
             g, mw = g.to(basis.dtype).contiguous(), m.to(basis.dtype).contiguous()
-            if right:
-                pg, pm = g @ basis.T, mw @ basis.T
-            else:
-                pg, pm = basis.T @ g, basis.T @ mw
+            pg, pm = project(g, basis, right), project(mw, basis, right)
             ops.addcmul_(v.mul_(s["beta2"]), pg, pg, s["one_minus_beta2"])
             n = pm / v.sqrt().add_(s["eps"])
-            u = (n @ basis if right else basis @ n) * s["scale"]
+            u = project_back(n, basis, right) * s["scale"]
         ops.add_(p, u, s["neg_step_size"])
         if s["decay_on"]:
             ops.add_(p, p, s["neg_decay"])

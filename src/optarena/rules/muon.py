@@ -152,6 +152,7 @@ class NorMuonRule(Rule):
     As in the reference, a 4-D weight `[o, i, h, w]` is orthogonalized flattened but normalized in
     its own shape: `v` has shape `[o, i, h, 1]` and the norm is restored per `[o, i]` slice."""
 
+    nonnegative_state = ("second_momentum_buffer",)
     search_space = MUON_SPACE
     hyper = {**_muon_hyper(), "beta2": Hyper(0.95, unit_interval, "decay rate of the per-row second moment")}
     matrix_only = True

@@ -123,6 +123,7 @@ def eigenbasis(gg: torch.Tensor) -> torch.Tensor:
 class SOAPRule(Rule):
     """Adam in the eigenbasis of Shampoo's factors; first step builds the basis only; decay after the update."""
 
+    exact_state = ("GG", "Q")  # Shampoo factors and their eigenbases stay exact
     search_space = adam_like_space(lr_range=log_range(3e-4, 3e-2))
     hyper = {
         "lr": lr(3e-3),
