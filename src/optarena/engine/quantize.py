@@ -69,7 +69,8 @@ def _rounding_table(signed: bool, device: torch.device) -> tuple[torch.Tensor, t
 
 def _nearest(scaled: torch.Tensor, signed: bool) -> torch.Tensor:
     low, above = _rounding_table(signed, scaled.device)
-    key = (scaled.view(torch.int16)[..., 1::2].to(torch.int32) & 0xFFFF).reshape(-1)  # the float's top 16 bits
+    # the float's top 16 bits: the high half of each little-endian float32, read as uint16
+    key = scaled.view(torch.uint16).view(*scaled.shape, 2)[..., 1].to(torch.int32).reshape(-1)
     out = low.index_select(0, key).view(scaled.shape)
     return out.add_(scaled > above.index_select(0, key).view(scaled.shape))
 
@@ -97,8 +98,7 @@ def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK) 
                              (tail.view(1, -1), absmax[grid.shape[0]:], codes[grid.numel():])):  # fmt: skip
         if part.numel() == 0:
             continue
-        lo, hi = torch.aminmax(part, dim=1)
-        torch.maximum(hi, lo.neg(), out=scale)
+        torch.amax(part.abs(), dim=1, out=scale)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(1)
         out.copy_(_nearest(part / safe, signed).view(-1))
     return codes, absmax
