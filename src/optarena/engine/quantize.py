@@ -15,11 +15,13 @@ the nearest code. Decoding multiplies the code by the block's scale.
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 
 BLOCK = 256
 LEVELS = 7
+_HIGH_HALF = 1 if sys.byteorder == "little" else 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,8 +71,8 @@ def _rounding_table(signed: bool, device: torch.device) -> tuple[torch.Tensor, t
 
 def _nearest(scaled: torch.Tensor, signed: bool) -> torch.Tensor:
     low, above = _rounding_table(signed, scaled.device)
-    # the float's top 16 bits: the high half of each little-endian float32, read as uint16
-    key = scaled.view(torch.uint16).view(*scaled.shape, 2)[..., 1].to(torch.int32).reshape(-1)
+    # the float's top 16 bits: the high half of each float32, read as uint16
+    key = scaled.view(torch.uint16).view(*scaled.shape, 2)[..., _HIGH_HALF].to(torch.int32).reshape(-1)
     out = low.index_select(0, key).view(scaled.shape)
     return out.add_(scaled > above.index_select(0, key).view(scaled.shape))
 
