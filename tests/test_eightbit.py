@@ -235,6 +235,20 @@ def test_exact_states_stay_fp32():
         assert opt.state[w]["exp_avg"].dtype == torch.uint8
 
 
+def test_a_checkpoint_resumes_only_with_the_precision_it_was_stored_in():
+    w = torch.ones(64, 80, requires_grad=True)
+    opt = optarena.create("adamw", [w], state_precision="8bit", min_8bit_size=1)
+    w.grad = torch.ones_like(w)
+    opt.step()
+    for other in (None, "fp32", "bf16"):
+        with pytest.raises(ValueError, match=r"state_precision='8bit'.*create it with state_precision='8bit'"):
+            optarena.create("adamw", [w], state_precision=other).load_state_dict(opt.state_dict())
+    fp32 = optarena.create("adamw", [w], state_precision="fp32")
+    fp32.step()
+    with pytest.raises(ValueError, match="state_precision='fp32'"):
+        optarena.create("adamw", [w], state_precision="8bit").load_state_dict(fp32.state_dict())
+
+
 def test_bad_precision_names_the_argument():
     with pytest.raises(ValueError, match="state_precision must be one of"):
         optarena.create("adamw", [torch.zeros(2, requires_grad=True)], state_precision="4bit")

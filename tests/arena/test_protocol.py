@@ -147,3 +147,28 @@ def test_state_bytes_count_every_state_tensor():
     model(torch.ones(2, 10)).sum().backward()
     opt.step()
     assert state_bytes_per_param(opt) == 4.0  # one fp32 momentum
+
+
+def test_concurrent_creation_of_one_run_enqueues_each_configuration_once(tmp_path):
+    import threading
+
+    url = f"journal:{tmp_path / 's.journal'}"
+    plan = make_plan("quick", optimizers=["adamw", "sgd"], workloads=["rosenbrock", "zipf-memory"], trials=3, seeds=2)
+    errors = []
+
+    def create():
+        try:
+            create_studies(open_storage(url), plan)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    storage = open_storage(url)
+    for spec in plan.studies():
+        configs = [t.user_attrs["config"] for t in optuna.load_study(storage=storage, study_name=spec.name).trials]
+        assert sorted(configs) == [c["config"] for c in spec.configs], spec.name

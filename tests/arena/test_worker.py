@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from optarena.arena.errors import ArenaError
 from optarena.arena.plan import create_studies, load_plan, make_plan
 from optarena.arena.storage import open_storage
-from optarena.arena.worker import HEARTBEAT_KEY, Worker, fail_stale
+from optarena.arena.worker import HEARTBEAT_KEY, MAX_ATTEMPTS, Worker, fail_stale, reconcile
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_stale_heartbeat_from_another_host_is_requeued_once(tmp_path):
     study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
     assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
-    storage.set_trial_system_attr(waiting._trial_id, HEARTBEAT_KEY, [time.time() - 100, "elsewhere", 1])
+    storage.set_trial_system_attr(waiting._trial_id, HEARTBEAT_KEY, [time.time() - 100, "elsewhere", 0, 1, 10.0])
     assert fail_stale(study, grace=1000) == 0  # fresh enough: left alone
     assert fail_stale(study, grace=50) == 1
     assert fail_stale(study, grace=50) == 0  # already handed back: not twice
@@ -134,6 +134,39 @@ def test_stale_heartbeat_from_another_host_is_requeued_once(tmp_path):
     assert copy.state == TrialState.WAITING and copy.user_attrs["retry_of"] == waiting.number
     assert copy.system_attrs["fixed_params"] == waiting.system_attrs["fixed_params"]
     assert socket.gethostname() != "elsewhere"
+
+
+def test_a_configuration_lost_between_fail_and_enqueue_is_enqueued_again(tmp_path):
+    """A worker killed after failing its trial but before enqueueing the copy loses nothing."""
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    plan = tiny_plan("lost", steps=30, trials=2)
+    create_studies(storage, plan)
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    trial = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+    storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # ... and the process died here
+    assert reconcile(study) == 1 and reconcile(study) == 0
+    Worker(storage, load_plan(storage, "lost"), grace=3600).run()
+    assert_exactly_once(storage, plan)
+
+
+def test_a_configuration_that_keeps_killing_its_worker_becomes_an_error(tmp_path):
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    plan = tiny_plan("crash", steps=30, trials=2)
+    create_studies(storage, plan)
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs["config"] == 0]  # fmt: skip
+        assert len(waiting) == 1 and waiting[0].user_attrs.get("attempt", 1) == attempt
+        storage.set_trial_state_values(waiting[0]._trial_id, TrialState.RUNNING)
+        storage.set_trial_system_attr(waiting[0]._trial_id, HEARTBEAT_KEY, [0.0, "elsewhere", 0, 1, 10.0])
+        assert fail_stale(study, grace=1) == 1
+    last = study.get_trials(deepcopy=False)[-1]
+    assert last.state == TrialState.FAIL and last.user_attrs["error"].startswith(f"interrupted {MAX_ATTEMPTS} times")
+    assert not [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if t.user_attrs["config"] == 0]
+    assert reconcile(study) == 0  # an error is finished: not brought back
+    Worker(storage, load_plan(storage, "crash"), grace=3600).run()  # the rest of the plan still completes
 
 
 def test_unreachable_postgresql_is_a_clear_error_before_training():

@@ -14,6 +14,7 @@ starts, so the budget is fixed and equal by construction:
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -155,12 +156,22 @@ def _plan_study(plan_name: str) -> str:
     return f"{plan_name}:plan"
 
 
-def create_studies(storage: BaseStorage, plan: Plan) -> None:
+def create_studies(storage: BaseStorage, plan: Plan, wait: float = 60.0) -> None:
     """Store `plan` and create (once) every study with its enqueued configurations.
 
-    Rerunning with the same plan continues; a different plan under the same name is refused.
+    Rerunning with the same plan continues; a different plan under the same name is refused. Of
+    several processes creating the same run at once, one creates it and the others wait for it
+    (up to `wait` seconds; after that the creator is taken for dead and the rest is filled in).
     """
-    holder = optuna.create_study(storage=storage, study_name=_plan_study(plan.name), load_if_exists=True)
+    try:
+        holder = optuna.create_study(storage=storage, study_name=_plan_study(plan.name))
+        holder.set_user_attr("plan", plan.to_json())
+    except optuna.exceptions.DuplicatedStudyError:
+        holder = optuna.load_study(storage=storage, study_name=_plan_study(plan.name))
+        deadline = time.monotonic() + wait
+        while not holder.user_attrs.get("created") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            holder = optuna.load_study(storage=storage, study_name=_plan_study(plan.name))
     stored = holder.user_attrs.get("plan")
     if stored is not None:
         if stored != json.loads(json.dumps(plan.to_json())):

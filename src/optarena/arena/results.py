@@ -1,8 +1,9 @@
 """From the storage's finished trials to the versioned `results.json` (schema in docs/arena.md).
 
-Targets are tuned AdamW's median final metric per workload; steps to target are the median over
-seeds of the first evaluation that reaches it (a miss counts as never); performance profiles use
-those steps as the cost; the data-equivalent speedup inverts AdamW's loss-vs-budget fit.
+Targets are tuned AdamW's median final metric per workload; steps to target are the first
+evaluation at which the pointwise median-over-seeds curve reaches it (a miss counts as never);
+performance profiles use those steps as the cost; the data-equivalent speedup inverts AdamW's
+loss-vs-budget fit.
 """
 from __future__ import annotations
 

@@ -69,7 +69,9 @@ def spawn_workers(url: str, name: str, count: int, logs: Path) -> list[subproces
     for k in range(count):
         log = open(logs / f"worker-{k + 1}.log", "ab")
         cmd = [sys.executable, "-m", "optarena", "arena", "worker", "--storage", url, "--name", name, "--quiet"]
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
+        # a session of their own: a terminal Ctrl-C reaches this process, which hands it on once
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                      start_new_session=True))  # fmt: skip
     return procs
 
 
@@ -133,8 +135,9 @@ def _fmt(x: Any, digits: int = 4) -> str:
 
 
 def summary(results: dict[str, Any]) -> str:
-    """A plain-text table per workload: optimizers best first, final metric mean ± std over seeds
-    (≈: within seed noise of AdamW), steps to AdamW's target, ms per training step, state B/param."""
+    """A plain-text table per workload: optimizers best first, final metric mean ± std over the
+    seeds that finished ("(k/n)" when some diverged; ≈: within seed noise of AdamW), steps to
+    AdamW's target, ms per training step, state B/param."""
     lines = []
     for w in results["workloads"]:
         info, runs = results["workload_info"][w], results["runs"][w]
@@ -147,6 +150,8 @@ def summary(results: dict[str, Any]) -> str:
             run = runs[o]
             mean, std = run["final"]["mean"], run["final"]["std"]
             final = "failed" if mean is None else f"{_fmt(mean)} ± {_fmt(std, 2)}"
+            if mean is not None and run["final"]["n"] < len(run["seeds"]):  # the others diverged or failed
+                final += f" ({run['final']['n']}/{len(run['seeds'])})"
             mark = "≈" if run["vs_adamw"]["within_noise"] and o != "adamw" else ""
             steps = _fmt(run["steps_to_target"], 5)
             lines.append(f"  {o:<10} {final:>22} {mark:1} {steps:>12} {_fmt(run['step_ms'], 3):>8} "
@@ -158,6 +163,11 @@ def summary(results: dict[str, Any]) -> str:
         if entry.get("fit") is None or entry.get("note"):
             lines.append(f"data-equivalent speedup over AdamW on {w}: none ({entry.get('note') or 'no fit'})")
             continue
-        values = ", ".join(f"{o} {_fmt(v, 3) if v is not None else '>max'}" for o, v in entry["speedup"].items())
+        def cell(o: str, v: float | None) -> str:
+            if v is not None:
+                return _fmt(v, 3)
+            return ">max" if results["runs"][w][o]["final"]["mean"] is not None else "n/a"
+
+        values = ", ".join(f"{o} {cell(o, v)}" for o, v in entry["speedup"].items())
         lines.append(f"data-equivalent speedup over AdamW on {w} (>max: beyond AdamW's asymptote): {values}")
     return "\n".join(lines)

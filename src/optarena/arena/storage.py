@@ -62,7 +62,7 @@ def open_storage(url: str) -> BaseStorage:
         return RDBStorage(url, engine_kwargs=engine_kwargs)
     except ModuleNotFoundError as err:
         raise ArenaError(f"storage {redact(url)!r} needs the database driver {err.name!r}: "
-                         "pip install 'optarena[arena]' (psycopg2-binary for PostgreSQL)") from None
+                         "pip install 'optarena[arena]' (psycopg 3 for PostgreSQL)") from None
     except Exception as err:  # sqlalchemy errors: unreachable server, bad credentials, bad path
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ArenaError(f"cannot open storage {redact(url)!r}: {reason}") from None

@@ -30,6 +30,17 @@ from .workloads import get_workload
 
 HEARTBEAT_S = float(os.environ.get("OPTARENA_HEARTBEAT_S", "10"))
 HEARTBEAT_KEY = "optarena:heartbeat"
+MAX_ATTEMPTS = 3
+"""A configuration whose worker died this many times is recorded as an error (a crash it causes,
+e.g. out of memory, would otherwise take down every worker in turn)."""
+PLAN_KEYS = ("kind", "config", "seed", "steps", "params", "factor")
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def _process_alive(pid: int) -> bool:
@@ -43,7 +54,8 @@ def _process_alive(pid: int) -> bool:
 
 
 class _Heartbeat:
-    """Records (time, host, pid) on a trial every `interval` seconds until stopped."""
+    """Records (time, host, pid namespace, pid, interval) on a trial every `interval` seconds until
+    stopped; a storage hiccup is retried at the next beat, never ends the heartbeat."""
 
     def __init__(self, storage: BaseStorage, trial_id: int, interval: float):
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
@@ -53,14 +65,18 @@ class _Heartbeat:
         self.thread.start()
 
     def beat(self) -> None:
-        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, [time.time(), socket.gethostname(), os.getpid()])
+        self.storage.set_trial_system_attr(
+            self.trial_id, HEARTBEAT_KEY, [time.time(), socket.gethostname(), _pid_namespace(), os.getpid(), self.interval]
+        )
 
     def _run(self) -> None:
         while not self.stop_event.wait(self.interval):
             try:
                 self.beat()
-            except (UpdateFinishedTrialError, RuntimeError):
+            except UpdateFinishedTrialError:  # another worker judged the trial stale: nothing to keep alive
                 return
+            except Exception:  # noqa: BLE001 - a transient storage error: try again at the next beat
+                continue
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -74,24 +90,52 @@ def _is_stale(trial: FrozenTrial, grace: float, now: float) -> bool:
         if started.tzinfo is None:
             started = started.astimezone()
         return now - started.timestamp() > grace
-    stamp, host, pid = beat
-    if host == socket.gethostname() and pid != os.getpid() and not _process_alive(int(pid)):
+    stamp, host, namespace, pid, interval = beat
+    same_processes = host == socket.gethostname() and namespace == _pid_namespace()
+    if same_processes and pid != os.getpid() and not _process_alive(int(pid)):
         return True
-    return now - float(stamp) > grace
+    return now - float(stamp) > max(grace, 3 * float(interval))
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
-    """Fail `trial` and enqueue its configuration again; False if another worker got there first."""
+    """Fail `trial` and enqueue its configuration again (after `MAX_ATTEMPTS` interrupted attempts,
+    record it as an error instead); False if another worker got there first. Should the process
+    die between the two writes, `reconcile` enqueues the configuration again later."""
+    storage = study._storage
+    attempt = int(trial.user_attrs.get("attempt", 1))
     try:
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+        if attempt >= MAX_ATTEMPTS:
+            storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted {attempt} times (last: {reason})")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:
         return False
-    attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("interrupted",)}
-    attrs["retry_of"] = trial.number
-    fixed = trial.system_attrs.get("fixed_params", {})
-    study.enqueue_trial(fixed, user_attrs=attrs)
+    if attempt < MAX_ATTEMPTS:
+        _enqueue(study, trial, attempt + 1)
     return True
+
+
+def _enqueue(study: optuna.Study, trial: FrozenTrial, attempt: int) -> None:
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in PLAN_KEYS}
+    study.enqueue_trial(trial.system_attrs.get("fixed_params", {}), user_attrs={**attrs, "retry_of": trial.number,
+                                                                                "attempt": attempt})  # fmt: skip
+
+
+def reconcile(study: optuna.Study) -> int:
+    """Enqueue again every configuration that has no finished, waiting or running trial left (its
+    worker died between failing a trial and enqueueing its copy); returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    alive = {t.user_attrs.get("config") for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+    done = finished_configs(study)
+    lost = {}
+    for t in trials:
+        config = t.user_attrs.get("config")
+        if config in alive or config in done:
+            continue
+        lost[config] = t  # the latest attempt
+    for t in lost.values():
+        _enqueue(study, t, int(t.user_attrs.get("attempt", 1)))
+    return len(lost)
 
 
 def fail_stale(study: optuna.Study, grace: float) -> int:
@@ -179,6 +223,7 @@ class Worker:
                     break
             else:
                 requeued = sum(fail_stale(self.study(s.name), self.grace) for s in self.specs)
+                requeued += sum(reconcile(self.study(s.name)) for s in self.specs)
                 if requeued:
                     self.on_event("requeued", {"count": requeued})
                     continue
@@ -211,12 +256,16 @@ class Worker:
             self.on_event("error", {**info, "error": f"{type(err).__name__}: {err}"})
             return
         beat.stop()
-        trial.set_user_attr("values", values)
-        trial.set_user_attr("record", record)
         value = record["final"]
         if value is None:
             value = -math.inf if spec.direction == "maximize" else math.inf
-        study.tell(trial, value)
+        try:
+            trial.set_user_attr("values", values)
+            trial.set_user_attr("record", record)
+            study.tell(trial, value)
+        except UpdateFinishedTrialError:  # judged stale meanwhile (e.g. a long storage outage): its copy counts
+            self.on_event("requeued", {"count": 0})
+            return
         self.on_event("done", {**info, "value": value, "status": record["status"]})
 
     def values(self, spec: StudySpec, trial: optuna.Trial, attrs: dict[str, Any]) -> dict[str, float]:

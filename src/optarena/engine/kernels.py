@@ -1,7 +1,8 @@
 """How a rule's update is executed: eagerly (the reference) or as one fused kernel per tensor.
 
 The fused path compiles `read state -> rule.update -> write state` with `torch.compile`, so the
-storage's decode/encode fuses with the math. Sizes are dynamic: one compilation per rule,
+storage's decode/encode (bf16) fuses with the math; 8-bit state (codes plus per-block scales, not
+parameter-shaped) runs the eager path even with `fused=True`. Sizes are dynamic: one compilation per rule,
 storage, dtype, number of dimensions and bool switches serves every tensor size (the first one
 in a process costs ~20 s on a laptop CPU, later ones seconds; inductor caches them on disk).
 Scalars become 0-d tensors so that changing lr or the step never recompiles (dynamo's own

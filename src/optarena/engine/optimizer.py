@@ -231,13 +231,23 @@ class Optimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         # A copy: transform states change as training goes on (counters, generator states).
-        sd["engine"] = {"skipped_steps": self.skipped_steps, "transforms": _clone(self._transform_states)}
+        sd["engine"] = {
+            "skipped_steps": self.skipped_steps,
+            "transforms": _clone(self._transform_states),
+            "state_precision": self.storage.precision,
+        }
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         engine = state_dict.pop("engine", None)
         if engine is not None:
+            saved = engine.get("state_precision", self.storage.precision)
+            if saved != self.storage.precision:
+                raise ValueError(
+                    f"state_dict holds state stored with state_precision={saved!r}, this optimizer has "
+                    f"state_precision={self.storage.precision!r}: create it with state_precision={saved!r} to resume"
+                )
             if len(engine["transforms"]) != len(self.transforms):
                 raise ValueError(
                     f"state_dict holds {len(engine['transforms'])} transform states, "

@@ -14,7 +14,9 @@ Precisions:
   float32 scale per block of 256 values over the flattened tensor), both in `state_dict`. Rules
   declare which states are non-negative (`Rule.nonnegative_state`: the unsigned code map, for
   second moments) and which must stay exact (`Rule.exact_state`: projection bases, Shampoo
-  factors). Tensors under `min_8bit_size` elements (4096, as bitsandbytes) stay in float32.
+  factors). Tensors under `min_8bit_size` elements (4096, as bitsandbytes) stay in float32, so
+  does exact state, whatever the parameter's dtype (float64 parameters included: 8-bit state is
+  decoded to and updated in float32). With `fused=True` the 8-bit path runs eagerly.
 """
 from __future__ import annotations
 
