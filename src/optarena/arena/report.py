@@ -326,6 +326,14 @@ def _colors(opts: list[str]) -> dict[str, Any]:
     return {o: cmap(i % n) for i, o in enumerate(opts)}
 
 
+_STYLES = ("-", "--", "-.", ":")
+
+
+def _style(opts: list[str], o: str) -> str:
+    """A line style per optimizer, the same in every figure (colors alone repeat past ten)."""
+    return _STYLES[opts.index(o) % len(_STYLES)] if o in opts else "-"
+
+
 def _fig_curves(results: dict, colors: dict[str, Any]) -> bytes | None:
     import numpy as np
     from matplotlib.figure import Figure
@@ -338,6 +346,7 @@ def _fig_curves(results: dict, colors: dict[str, Any]) -> bytes | None:
     axes = fig.subplots(rows, cols, squeeze=False)
     targets = results.get("targets") or {}
     drew_any = False
+    legend: dict[str, Any] = {}  # one legend for all panels, outside them
     for idx, w in enumerate(workloads):
         ax = axes[idx // cols][idx % cols]
         info = _info(results, w)
@@ -374,7 +383,8 @@ def _fig_curves(results: dict, colors: dict[str, Any]) -> bytes | None:
                 mean = np.nanmean(stack, axis=0)
                 lo = np.nanmin(stack, axis=0)
                 hi = np.nanmax(stack, axis=0)
-            ax.plot(grid, mean, color=colors[o], lw=1.6, label=_mpl_text(o), marker="." if len(grid) < 3 else None)
+            ax.plot(grid, mean, color=colors[o], lw=1.6, ls=_style(list(colors), o), label=_mpl_text(o),
+                    marker="." if len(grid) < 3 else None)  # fmt: skip
             if len(curves) > 1:
                 ax.fill_between(grid, lo, hi, color=colors[o], alpha=0.18, lw=0)
             values.extend(v for v in np.concatenate([lo, hi]) if np.isfinite(v))
@@ -390,15 +400,18 @@ def _fig_curves(results: dict, colors: dict[str, Any]) -> bytes | None:
         ax.set_xlabel("step")
         ax.set_ylabel(f"{_mpl_text(metric)} ({arrow})", fontsize=8)
         ax.grid(True, alpha=0.3, which="both")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
-        else:
+        handles, labels = ax.get_legend_handles_labels()
+        legend.update((label, h) for h, label in zip(handles, labels) if label not in legend)
+        if not handles:
             ax.text(0.5, 0.5, "no curves", ha="center", va="center", transform=ax.transAxes, color="0.5")
     for idx in range(len(workloads), rows * cols):
         axes[idx // cols][idx % cols].set_visible(False)
     if not drew_any and not any(_finite((targets or {}).get(w)) is not None for w in workloads):
         fig.clear()
         return None
+    if legend:
+        order = [_mpl_text(o) for o in colors if _mpl_text(o) in legend] + [k for k in legend if k == "target"]
+        fig.legend([legend[k] for k in order], order, loc="outside right upper", fontsize=8)
     return _png(fig)
 
 
@@ -424,7 +437,6 @@ def _fig_profiles(results: dict, colors: dict[str, Any]) -> bytes | None:
 
     order = sorted(rho, key=best_first)
     drew = False
-    styles = ("-", "--", ":", "-.")  # identical profiles stay distinguishable
     for i, o in enumerate(order):
         ys = [_finite(v) for v in rho.get(o) or []]
         if len(ys) != len(taus):
@@ -432,7 +444,7 @@ def _fig_profiles(results: dict, colors: dict[str, Any]) -> bytes | None:
         ys = [0.0 if v is None else v for v in ys]
         s = _finite(score.get(o))
         label = f"{_mpl_text(o)} ({fmt_num(s, 3)})" if s is not None else _mpl_text(o)
-        ax.step(taus, ys, where="post", color=colors.get(o), lw=1.8, ls=styles[i % len(styles)], label=label)
+        ax.step(taus, ys, where="post", color=colors.get(o), lw=1.8, ls=_style(list(colors), o), label=label)
         drew = True
     if not drew:
         fig.clear()
@@ -442,7 +454,7 @@ def _fig_profiles(results: dict, colors: dict[str, Any]) -> bytes | None:
     ax.set_xlabel("τ (cost within τ × the best optimizer's)")
     ax.set_ylabel("ρ(τ): fraction of workloads")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", title="optimizer (score)", title_fontsize=8)
+    fig.legend(fontsize=8, loc="outside right upper", title="optimizer (score)", title_fontsize=8)
     return _png(fig)
 
 
