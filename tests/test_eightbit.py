@@ -274,3 +274,48 @@ def test_8bit_state_trains_as_well_as_fp32(name, ref):
     assert all(math.isfinite(v) for v in got)
 
 
+
+
+def test_the_c_codec_is_bit_exact_with_the_torch_codec():
+    import shutil
+
+    from optarena.engine import native
+
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler: the torch codec runs (covered by every other test)")
+    assert native.load() is not None, "a C compiler is present but the codec did not build"
+    gen = torch.Generator().manual_seed(1)
+    for signed in (True, False):
+        code = dynamic_map(signed)
+        for exponent in range(-10, 3):
+            for n in (1, 255, 256, 257, 3 * 4096 + 17):
+                x = torch.randn(n, generator=gen) * 10.0**exponent
+                if not signed:
+                    x = x.abs()
+                if n > 600:
+                    x[256:512] = 0.0  # an all-zero block
+                    x[7] = -0.0
+                fast, slow = quantize_blockwise(x, code), quantize_blockwise(x, code, native=False)
+                assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1]), (signed, exponent, n)
+                assert torch.equal(dequantize_blockwise(*fast, code), dequantize_blockwise(*fast, code, native=False))
+
+
+def test_without_the_c_codec_the_torch_codec_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = "\n".join([
+        "import torch, optarena",
+        "from optarena.engine import native",
+        "assert native.load() is None",
+        "w = torch.ones(64, 80, requires_grad=True)",
+        "opt = optarena.create('adamw8bit', [w], min_8bit_size=1)",
+        "w.grad = torch.ones_like(w)",
+        "opt.step()",
+        "assert opt.state[w]['exp_avg'].dtype == torch.uint8",
+    ])
+    env = {**os.environ, "OPTARENA_NATIVE": "0", "OPTARENA_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.iterdir())  # nothing was built

@@ -87,12 +87,51 @@ def _split(flat: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     return flat[:whole].view(-1, block), flat[whole:]
 
 
-def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=None)
+def _packed_table(signed: bool) -> torch.Tensor:
+    """The rounding table as one int32 per key for the C codec: `low << 16 | threshold`, where a
+    value of that key lies above the key's midpoint exactly when its low 16 bits (flipped for
+    negative floats, which order the other way) exceed `threshold` (0xFFFF: no midpoint)."""
+    low, above = _rounding_table(signed, torch.device("cpu"))
+    keys = torch.arange(65536, dtype=torch.int32)
+    has = torch.isfinite(above)
+    mid_bits = torch.where(has, above, torch.zeros_like(above)).view(torch.int32)
+    if not bool(((mid_bits >> 16) & 0xFFFF).eq(keys).logical_or(~has).all()):
+        raise AssertionError("a midpoint outside its key's range")
+    flip = torch.where(keys >= 0x8000, 0xFFFF, 0)
+    threshold = torch.where(has, (mid_bits & 0xFFFF) ^ flip, torch.full_like(keys, 0xFFFF))
+    return ((low.to(torch.int32) << 16) | threshold).to(torch.int32).contiguous()
+
+
+def _native(tensor: torch.Tensor, block: int, native: bool | None):
+    """The C codec when it applies (CPU, bitsandbytes' block size) and is not turned off."""
+    if native is False or block != BLOCK or tensor.device.type != "cpu":
+        return None
+    from . import native as library
+
+    return library.load()
+
+
+def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK, native: bool | None = None,
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`(codes, absmax)`: uint8 codes of `x` flattened (`numel` of them) and the float32 absmax of
     each block of `block` values (the last block partial). `code` must be one of the two dynamic
-    maps (its sign picks the rounding table). A block of zeros gets absmax 0 and code 0's value."""
+    maps (its sign picks the rounding table). A block of zeros gets absmax 0 and code 0's value.
+    On CPU the C codec (`native.py`) computes the same codes; `native=False` forces torch ops.
+    `out=(codes, absmax)`: contiguous tensors to write into (the C codec then allocates nothing)."""
     signed = bool(code[0] < 0)
     flat = x.detach().reshape(-1).float()
+    lib = _native(flat, block, native)
+    if lib is not None:
+        flat = flat.contiguous()
+        if out is not None and out[0].is_contiguous() and out[1].is_contiguous():
+            codes, absmax = out[0].view(-1), out[1]
+        else:
+            codes = torch.empty(flat.numel(), dtype=torch.uint8)
+            absmax = torch.empty(blocks(flat.numel(), block), dtype=torch.float32)
+        lib.optarena_encode(flat.data_ptr(), codes.data_ptr(), absmax.data_ptr(), _packed_table(signed).data_ptr(),
+                            flat.numel(), torch.get_num_threads())  # fmt: skip
+        return codes, absmax
     grid, tail = _split(flat, block)
     absmax = torch.empty(blocks(flat.numel(), block), dtype=torch.float32, device=x.device)
     codes = torch.empty(flat.numel(), dtype=torch.uint8, device=x.device)
@@ -107,11 +146,21 @@ def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK) 
 
 
 def dequantize_blockwise(codes: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, numel: int | None = None,
-                         block: int = BLOCK) -> torch.Tensor:  # fmt: skip
-    """The float32 values of flat `codes` (the first `numel` of them; whole blocks or not)."""
+                         block: int = BLOCK, native: bool | None = None,
+                         out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The float32 values of flat `codes` (the first `numel` of them; whole blocks or not), written
+    into `out` (flat, contiguous float32) when given and the C codec runs."""
     flat = codes.reshape(-1)
     if numel is not None:
         flat = flat[:numel]
+    lib = _native(flat, block, native)
+    if lib is not None:
+        flat, absmax, code = flat.contiguous(), absmax.contiguous().float(), code.contiguous().float()
+        if out is None or out.numel() != flat.numel() or not out.is_contiguous() or out.dtype != torch.float32:
+            out = torch.empty(flat.numel(), dtype=torch.float32)
+        lib.optarena_decode(flat.data_ptr(), absmax.data_ptr(), code.data_ptr(), out.data_ptr(), flat.numel(),
+                            torch.get_num_threads())  # fmt: skip
+        return out
     values = code.to(codes.device).index_select(0, flat.to(torch.int32))
     grid, tail = _split(values, block)
     grid.mul_(absmax[: grid.shape[0]].unsqueeze(1))

@@ -16,7 +16,9 @@ Precisions:
   second moments) and which must stay exact (`Rule.exact_state`: projection bases, Shampoo
   factors). Tensors under `min_8bit_size` elements (4096, as bitsandbytes) stay in float32, so
   does exact state, whatever the parameter's dtype (float64 parameters included: 8-bit state is
-  decoded to and updated in float32). With `fused=True` the 8-bit path runs eagerly.
+  decoded to and updated in float32). With `fused=True` the 8-bit path runs eagerly. On CPU the
+  codec runs in C (`engine/native.py`, bit-exact with the torch ops of `engine/quantize.py`, which
+  run where no C compiler is found), decoding into a reused buffer.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class StateStorage:
         self.min_8bit_size = min_8bit_size
         self.dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "8bit": torch.float32}[precision]
         self._maps: dict[tuple[bool, torch.device], torch.Tensor] = {}
+        self._buffers: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     # -- what is quantized ------------------------------------------------------------------------
     def quantizes(self, key: str, value: torch.Tensor, rule: Any) -> bool:
@@ -60,6 +63,16 @@ class StateStorage:
             and value.numel() >= max(1, self.min_8bit_size)
             and not _named(getattr(rule, "exact_state", ()), key)
         )
+
+    def _scratch(self, slot: int, numel: int, device: torch.device) -> torch.Tensor:
+        """A reused float32 buffer for the decoded state (one per state slot, grown to the largest
+        tensor): the working copy lives only from `read` to `write` of one tensor, and reusing its
+        memory spares the page faults of a fresh large allocation every step."""
+        buffer = self._buffers.get((slot, device))
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(numel, dtype=torch.float32, device=device)
+            self._buffers[(slot, device)] = buffer
+        return buffer[:numel]
 
     def code(self, key: str, rule: Any, device: torch.device) -> torch.Tensor:
         signed = not _named(getattr(rule, "nonnegative_state", ()), key)
@@ -86,7 +99,8 @@ class StateStorage:
                 continue
             scale = stored.get(key + SCALE_SUFFIX)
             if scale is not None:
-                work[key] = dequantize_blockwise(value, scale, self.code(key, rule, value.device)).view(value.shape)
+                buffer = self._scratch(len(work), value.numel(), value.device)
+                work[key] = dequantize_blockwise(value, scale, self.code(key, rule, value.device), out=buffer).view(value.shape)
             elif not value.is_floating_point():
                 work[key] = value
             else:
@@ -100,9 +114,10 @@ class StateStorage:
             target = stored[key]
             scale = stored.get(key + SCALE_SUFFIX)
             if scale is not None:
-                codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device))
-                target.view(-1).copy_(codes)
-                scale.copy_(absmax)
+                codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device), out=(target, scale))
+                if codes.data_ptr() != target.data_ptr():  # the torch path (or a non-contiguous target)
+                    target.view(-1).copy_(codes)
+                    scale.copy_(absmax)
             elif value is not target:
                 target.copy_(value)
 
