@@ -29,7 +29,7 @@ from .train import method_defaults
 from .workloads import WORKLOADS, get_workload
 
 SUITES: dict[str, dict[str, Any]] = {
-    "quick": {"trials": 6, "seeds": 2, "scale": {"noisy-quadratic": [2, 4], "charlm": [2, 4]}},
+    "quick": {"trials": 5, "seeds": 2, "scale": {"noisy-quadratic": [2, 4], "charlm": [2, 4]}},
     "standard": {"trials": 16, "seeds": 5, "scale": {"noisy-quadratic": [2, 4, 8], "charlm": [2, 4, 8]}},
 }
 BASELINE = "adamw"
