@@ -88,7 +88,9 @@ def _add_arena(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--storage", default=None, metavar="URL",
                        help="Optuna storage: journal:PATH (default: OUT/studies.journal), sqlite:///PATH, "
                        "postgresql://user:pass@host/db")  # fmt: skip
-        p.add_argument("--name", default=None, help="name of the run inside the storage (default: the suite)")
+        p.add_argument("--name", default=None, help="name of the run inside the storage (default for run/plan: the "
+                       "suite and a hash of the plan, so the same command continues the same run; for worker/report: "
+                       "the storage's only run)")  # fmt: skip
         if out:
             p.add_argument("--out", default="runs/arena", help="run folder for the storage file and the report "
                            "(default: %(default)s)")  # fmt: skip
@@ -134,12 +136,12 @@ def _cmd_arena(args: argparse.Namespace) -> int:
     if url is None:
         raise ValueError("arena worker needs --storage URL (the storage the run was planned in)")
     if args.arena_command == "worker":
-        ran = runner.work(url, args.name or "quick", progress=not args.quiet)
+        ran = runner.work(url, args.name, progress=not args.quiet)
         print(f"worker finished: ran {ran} trial(s)")
         return EXIT_OK
     if args.arena_command == "report":
         storage = open_storage(url)
-        plan = plans.load_plan(storage, args.name or "quick")
+        plan = plans.load_plan(storage, args.name)
         files = runner.finish(storage, plan, url, out)["files"]
         print(f"report: {files['html']}")
         return EXIT_OK

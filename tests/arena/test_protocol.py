@@ -105,12 +105,21 @@ def test_studies_are_created_once_and_a_different_plan_is_refused(tmp_path):
     create_studies(storage, plan)  # a rerun continues: nothing enqueued twice
     study = optuna.load_study(storage=storage, study_name=plan.study_name("rosenbrock", "adamw", "tune"))
     assert len(study.trials) == 2
-    assert load_plan(storage, plan.name) == plan
-    other = make_plan("quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=3, seeds=1)
+    assert load_plan(storage, plan.name) == plan == load_plan(storage, None)  # the only run
+    assert plan.name.startswith("quick-") and plan.name == make_plan(
+        "quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=2, seeds=1).name  # same command, same run
+    named = make_plan("quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=2, seeds=1, name="mine")
+    create_studies(storage, named)
+    other = make_plan("quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=3, seeds=1, name="mine")
     with pytest.raises(ArenaError, match="different plan"):
         create_studies(storage, other)
-    with pytest.raises(ArenaError, match="no arena run named 'x'; runs there: quick"):
+    changed = make_plan("quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=3, seeds=1)
+    assert changed.name != plan.name  # without --name, changed arguments make a new run beside the old
+    create_studies(storage, changed)
+    with pytest.raises(ArenaError, match=f"no arena run named 'x'; runs there: mine, {min(plan.name, changed.name)}"):
         load_plan(storage, "x")
+    with pytest.raises(ArenaError, match="holds 3 arena runs.*name one with --name"):
+        load_plan(storage, None)
 
 
 def test_malformed_storage_urls_are_refused(tmp_path):

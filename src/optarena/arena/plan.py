@@ -13,6 +13,7 @@ starts, so the budget is fixed and equal by construction:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -148,8 +149,12 @@ def make_plan(
             raise ArenaError(f"{what} must be an integer in [1, inf), got {value!r}")
     n_seeds = seeds or cfg["seeds"]
     scale = {w: list(f) for w, f in cfg["scale"].items() if w in works}
-    return Plan(name or suite, suite, opts, works, trials or cfg["trials"], list(range(1, n_seeds + 1)), threads, scale,
+    plan = Plan(name or suite, suite, opts, works, trials or cfg["trials"], list(range(1, n_seeds + 1)), threads, scale,
                 steps_override=steps)  # fmt: skip
+    if name is None:  # the same command names the same run; changed arguments (or budgets) a new one
+        body = {k: v for k, v in plan.to_json().items() if k != "name"}
+        plan.name = f"{suite}-{hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]}"
+    return plan
 
 
 def _plan_study(plan_name: str) -> str:
@@ -192,11 +197,22 @@ def create_studies(storage: BaseStorage, plan: Plan, wait: float = 60.0) -> None
     holder.set_user_attr("created", True)
 
 
-def load_plan(storage: BaseStorage, name: str) -> Plan:
+def run_names(storage: BaseStorage) -> list[str]:
+    """The arena runs a storage holds."""
+    return sorted(s[: -len(":plan")] for s in optuna.get_all_study_names(storage) if s.endswith(":plan"))
+
+
+def load_plan(storage: BaseStorage, name: str | None) -> Plan:
+    """The plan of the run `name`; None: the storage's only run."""
+    if name is None:
+        names = run_names(storage)
+        if len(names) != 1:
+            raise ArenaError(f"the storage holds {len(names)} arena runs ({', '.join(names) or 'none'}); name one with --name")
+        name = names[0]
     try:
         holder = optuna.load_study(storage=storage, study_name=_plan_study(name))
     except KeyError:
-        names = sorted(s[: -len(":plan")] for s in optuna.get_all_study_names(storage) if s.endswith(":plan"))
+        names = run_names(storage)
         raise ArenaError(f"the storage holds no arena run named {name!r}; runs there: {', '.join(names) or 'none'}") from None
     if not holder.user_attrs.get("created"):
         raise ArenaError(f"the run {name!r} is still being created; start workers after `arena run`/`arena plan` returns")

@@ -119,8 +119,8 @@ def finish(storage: Any, plan: Plan, url: str, out: Path, settings: dict[str, An
     return {"results": results, "files": {"results": out / "results.json", **files}}
 
 
-def work(url: str, name: str, *, progress: bool = True) -> int:
-    """`arena worker`: join the run `name` in the storage at `url` until it is finished."""
+def work(url: str, name: str | None, *, progress: bool = True) -> int:
+    """`arena worker`: join the run `name` (None: the storage's only run) at `url` until it is finished."""
     storage = open_storage(url)
     plan = load_plan(storage, name)
     preflight(plan)
