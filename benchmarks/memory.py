@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 import optarena
+from optarena.arena.train import state_bytes_per_param
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_info, write_json  # noqa: E402
@@ -72,10 +73,6 @@ def make_model(vocab: int, dim: int, layers: int, seed: int = 0) -> nn.Module:
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen) * 1e-2
     return model
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
 
 
 def lowrank_expected_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -133,7 +130,7 @@ def measure(model: nn.Module, configs: dict[str, callable], warmup: int, steps: 
     for prec, run in runs.items():
         ratios = [t / b for t, b in zip(run["times"], base)]
         out[prec] = {
-            "state_bytes_per_param": state_bytes(run["opt"]) / n,
+            "state_bytes_per_param": state_bytes_per_param(run["opt"]),
             "ms_per_step": 1e3 * statistics.median(run["times"]),
             "time_ratio_vs_fp32": statistics.median(ratios),
         }

@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 import torch
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from . import analysis
 from .plan import BASELINE, Plan
@@ -40,9 +40,10 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
-def _seed_entries(study: optuna.Study) -> list[dict[str, Any]]:
+def _seed_entries(finished: dict[int, FrozenTrial]) -> list[dict[str, Any]]:
+    """The record of each finished configuration (`worker.finished_configs`), in configuration order."""
     out = []
-    for config, t in finished_configs(study).items():
+    for t in finished.values():
         if "error" in t.user_attrs:
             out.append({"seed": t.user_attrs["seed"], "status": "error", "error": t.user_attrs["error"], "final": None,
                         "curve": [], "train_loss": [], "properties": {}})  # fmt: skip
@@ -82,10 +83,10 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
                    "steps": plan.steps(w), "description": workload.description}  # fmt: skip
         runs[w] = {}
         for o in plan.optimizers:
-            seeds = _seed_entries(load(plan.study_name(w, o, "final")))
+            finished = finished_configs(load(plan.study_name(w, o, "final")))
+            seeds = _seed_entries(finished)
             tuning = _tuning(load(plan.study_name(w, o, "tune")))
-            best = next((t.user_attrs.get("values") for t in finished_configs(load(plan.study_name(w, o, "final"))).values()
-                         if "values" in t.user_attrs), None)  # fmt: skip
+            best = next((t.user_attrs["values"] for t in finished.values() if "values" in t.user_attrs), None)
             finals = [s["final"] for s in seeds if s.get("final") is not None]
             runs[w][o] = {
                 "status": "ok" if finals else "failed",
@@ -167,7 +168,7 @@ def _speedup(storage: BaseStorage, plan: Plan, w: str, runs: dict[str, Any]) -> 
     if get_workload(w).higher_is_better:
         entry["note"] = "the speedup fit needs a loss (lower-is-better metric)"
         return entry
-    scale = _seed_entries(optuna.load_study(storage=storage, study_name=plan.study_name(w, BASELINE, "scale")))
+    scale = _seed_entries(finished_configs(optuna.load_study(storage=storage, study_name=plan.study_name(w, BASELINE, "scale"))))
     by_factor: dict[int, list[float]] = {1: [s["final"] for s in runs[BASELINE]["seeds"] if s.get("final") is not None]}
     for s in scale:
         if s.get("final") is not None:

@@ -107,6 +107,7 @@ def train(
     step_s: list[float] = []
     opt_s: list[float] = []
     window: list[float] = []
+    metrics: dict[str, float] = {}
     status = "ok"
     for step in range(1, steps + 1):
         batch = task.next_batch()
@@ -134,7 +135,8 @@ def train(
             curve.append([step, float(metrics[workload.metric])])
             train_loss.append([step, statistics.fmean(window)])
             window = []
-    metrics = task.evaluate() if status == "ok" else {}
+    if status != "ok":
+        metrics = {}  # else: the evaluation after the last step, in the curve as well
     final = metrics.get(workload.metric)
     if final is not None and not math.isfinite(final):
         status, final = "diverged", None
