@@ -42,6 +42,7 @@ MUON_BAD = (
     ({"ns_steps": 0}, "ns_steps"),
     ({"ns_steps": 2.5}, "ns_steps"),
     ({"ns_dtype": "float16"}, "ns_dtype"),
+    ({"ns_method": "fast"}, "ns_method"),
     ({"scale": "unit"}, "scale"),
     ({"nesterov": 1}, "nesterov"),
     ({}, "create_optimizer"),
@@ -221,13 +222,14 @@ SPECS = {
     "muon": Spec(
         "muon",
         {"lr": 0.05, "weight_decay": 0.1},
-        variants=({"ns_dtype": "float32"}, {"nesterov": False, "ns_steps": 3}, {"scale": "moonlight"}),
+        variants=({"ns_dtype": "float32"}, {"nesterov": False, "ns_steps": 3}, {"scale": "moonlight"}, {"ns_method": "gram"}),
         bad=COMMON_BAD + MUON_BAD,
     ),
     "normuon": Spec(
         "normuon",
         {"lr": 0.05, "weight_decay": 0.1},
-        variants=({"ns_dtype": "float32", "beta2": 0.9}, {"nesterov": False}, {"scale": "moonlight"}),
+        variants=({"ns_dtype": "float32", "beta2": 0.9}, {"nesterov": False}, {"scale": "moonlight"},
+                  {"ns_method": "gram", "ns_dtype": "float32"}),
         bad=COMMON_BAD + MUON_BAD + (({"beta2": 1.0}, "beta2"),),
     ),
 }

@@ -30,9 +30,11 @@ def test_matrix_speed_smoke(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert {"machine", "shapes", "params", "gemm", "newton_schulz", "optimizers", "targets"} <= set(result)
     assert result["params"] == 2 * 32 * 32 + 32 * 64
-    for dtype in ("float32", "bfloat16"):
+    assert set(result["newton_schulz"]) == {"float32", "bfloat16", "float32_gram", "bfloat16_gram"}
+    for key in result["newton_schulz"]:
+        dtype = key.split("_")[0]
         assert positive(result["gemm"][dtype]["gflops"])
-        ns = result["newton_schulz"][dtype]
+        ns = result["newton_schulz"][key]
         assert ns["flops"] == sum(bench.ns_flops(s) for s in result["shapes"])
         assert positive(ns["gflops"]) and positive(ns["fraction_of_gemm"])
     # exact count for one 32x64 matrix: 5 * (4 m^2 n + 2 m^3 + 3 m^2 + 2 m n), m = 32, n = 64
@@ -41,7 +43,8 @@ def test_matrix_speed_smoke(tmp_path, capsys):
     rows = result["optimizers"]
     assert set(rows) == {"torch_muon", "muon", "normuon", "soap", "conda"}
     assert positive(rows["torch_muon"]["ms_per_step"])
-    assert set(rows["muon"]["configs"]) == {"eager_float32", "eager_bfloat16"}
+    assert set(rows["muon"]["configs"]) == {"eager_float32", "eager_bfloat16", "eager_float32_gram", "eager_bfloat16_gram"}
+    assert set(rows["normuon"]["configs"]) == set(rows["muon"]["configs"])
     for cfg, r in rows["muon"]["configs"].items():
         assert positive(r["ms_per_step"]) and positive(r["ratio_vs_torch"]), cfg
         assert r["state_bytes_per_param"] == 4.0  # the momentum buffer, fp32

@@ -22,7 +22,7 @@ from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from ..engine.search import linear_range, log_range
 from .common import ADAM_LR, lr, weight_decay
-from .orthogonalize import NS_DTYPES, newton_schulz
+from .orthogonalize import NS_DTYPES, NS_METHODS, newton_schulz
 
 SCALES = ("keller", "moonlight")
 # The fused path follows eager bit for bit, because a bf16 iteration turns any last-bit difference
@@ -54,6 +54,8 @@ def _muon_hyper() -> dict[str, Hyper]:
         "nesterov": Hyper(True, boolean, "orthogonalize the Nesterov look-ahead g + momentum*(buf - g)"),
         "ns_steps": Hyper(5, integer(1), "Newton-Schulz iterations"),
         "ns_dtype": Hyper("bfloat16", one_of(*NS_DTYPES), "dtype of the Newton-Schulz iteration"),
+        "ns_method": Hyper("standard", one_of(*NS_METHODS),
+                           "the reference's products, or the same polynomial from the Gram matrix with fewer FLOPs"),
         "scale": Hyper("keller", one_of(*SCALES), "shape scale: sqrt(max(1, rows/cols)) or 0.2*sqrt(max(rows, cols))"),
     }
 
@@ -69,6 +71,7 @@ def _scalars(group: dict) -> dict[str, Any]:
         "nesterov": group["nesterov"],
         "ns_steps": group["ns_steps"],
         "ns_dtype": group["ns_dtype"],
+        "ns_method": group["ns_method"],
         "scale": group["scale"],
     }
 
@@ -100,7 +103,7 @@ def _shape_scale(p: torch.Tensor, s) -> float:
 
 def _orthogonalized(u: torch.Tensor, s) -> torch.Tensor:
     """Newton-Schulz of `u` viewed as `(out, -1)`, in the `ns_dtype`, reshaped back to `u`'s shape."""
-    return newton_schulz(u.flatten(1), s["ns_steps"], NS_DTYPES[s["ns_dtype"]]).view(u.shape)
+    return newton_schulz(u.flatten(1), s["ns_steps"], NS_DTYPES[s["ns_dtype"]], s["ns_method"]).view(u.shape)
 
 
 def _apply(p: torch.Tensor, update: torch.Tensor, s) -> None:
@@ -183,13 +186,16 @@ class NorMuonRule(Rule):
 
 class Muon(Optimizer):
     """Muon. Defaults lr 0.02, weight_decay 0, momentum 0.95, nesterov True, ns_steps 5,
-    ns_dtype "bfloat16", scale "keller" (as KellerJordan/Muon). Matrices only."""
+    ns_dtype "bfloat16", scale "keller" (as KellerJordan/Muon), ns_method "standard" (the
+    reference's products; "gram": same polynomial, ~0.7x the time, see rules/orthogonalize.py).
+    Matrices only."""
 
     rule = MuonRule
 
 
 class NorMuon(Optimizer):
     """NorMuon. Defaults lr 0.02, weight_decay 0, momentum 0.95, beta2 0.95, nesterov True, ns_steps 5,
-    ns_dtype "bfloat16", scale "keller" (as zichongli5/NorMuon). Matrices only."""
+    ns_dtype "bfloat16", scale "keller" (as zichongli5/NorMuon), ns_method "standard" (as Muon).
+    Matrices only."""
 
     rule = NorMuonRule
