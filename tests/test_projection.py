@@ -1,11 +1,20 @@
-"""AdamP/SGDP's projection on crafted gradients: orthogonal (scale-invariant) vs parallel, 2-D vs 1-D."""
+"""AdamP/SGDP's projection on crafted gradients: orthogonal (scale-invariant) vs parallel, 2-D vs 1-D;
+and the fused path's C kernel (engine/adamp.c) against the eager update."""
 from __future__ import annotations
+
+import copy
+import io
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import optarena
-from optarena.rules.adamp import project_radial_
+from optarena.engine import native
+from optarena.rules.adamp import _cosine, project_radial_
 
 LR, WD, WD_RATIO, MOMENTUM = 0.1, 0.1, 0.25, 0.9
 CONFIGS = {
@@ -155,8 +164,6 @@ def test_sgdp_without_nesterov_projects_its_momentum_buffer():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cosine_from_sums_is_torchs_cosine_similarity(dtype):
     """The cosine from per-row sums agrees with F.cosine_similarity (the reference's), zero rows included."""
-    from optarena.rules.adamp import _cosine
-
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(9, 40, generator=gen, dtype=dtype), torch.randn(9, 40, generator=gen, dtype=dtype)
     x[3] = 0.0
@@ -164,3 +171,271 @@ def test_cosine_from_sums_is_torchs_cosine_similarity(dtype):
     got = _cosine((x * y).sum(1), (x * x).sum(1), (y * y).sum(1), 1e-8)
     torch.testing.assert_close(got, expected, rtol=4e-6 if dtype == torch.float32 else 1e-12, atol=0)  # a few ulps
     assert got[3] == 0.0
+
+
+# --- The fused path's C kernel (engine/adamp.c) against the eager update -------------------------
+
+HAS_COMPILER = shutil.which("gcc") is not None or shutil.which("cc") is not None
+needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the compiled path runs (tested elsewhere)")
+# (8, 5000): rows of two work items (4096 elements each) and more elements than the kernel runs on
+# one thread; (32, 64, 5, 5): a conv weight, 1600 per row, also multi-threaded; the rest small.
+SHAPES = [(6, 40), (8, 5000), (5, 3, 3, 3), (32, 64, 5, 5)]
+DELTA, EPS = 0.1, 1e-8
+
+
+def view_of(p: torch.Tensor, g: torch.Tensor) -> str:
+    """Which view the eager `project_radial_` takes for (p, g) at the default delta and eps."""
+    rows = p.shape[0]
+    g2, p2 = g.reshape(rows, -1).double(), p.reshape(rows, -1).double()
+    gp, gg, pp = (g2 * p2).sum(1), (g2 * g2).sum(1), (p2 * p2).sum(1)
+    if _cosine(gp, gg, pp, EPS).max() < DELTA / p2.shape[1] ** 0.5:
+        return "channel"
+    if _cosine(gp.sum(), gg.sum(), pp.sum(), EPS) < DELTA / p.numel() ** 0.5:
+        return "layer"
+    return "none"
+
+
+def tangential(p: torch.Tensor) -> torch.Tensor:
+    """`orthogonal_rows` plus a radial part that keeps each row's |cos| at a fifth of the channel
+    threshold `delta / sqrt(row length)` (the channel view fires)."""
+    g = orthogonal_rows(p)
+    rows, g2 = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
+    part = 0.2 * DELTA / rows.shape[1] ** 0.5
+    return (g2 + part * (g2.norm(dim=1) / rows.norm(dim=1)).unsqueeze(1) * rows).reshape(p.shape)
+
+
+def radial_gradient(p: torch.Tensor) -> torch.Tensor:
+    return 0.5 * p + 0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype)
+
+
+def layer_only(p: torch.Tensor) -> torch.Tensor:
+    """`orthogonal_whole`, scaled to entries of order one."""
+    return orthogonal_whole(p) / (p[0].norm() * p[1].norm())
+
+
+GRADIENTS = {"channel": tangential, "layer": layer_only, "none": radial_gradient}
+
+
+def eager_and_kernel(name, p0, gradient, steps=3, threads=None, **kw):
+    """`steps` steps of the rule's eager `update` and of its `fused_kernel` from the same start, fed the
+    same gradients (`gradient(p)` of the eager path's current weight): both weights and both states."""
+    rule = optarena.get(name).rule
+    group = optarena.create(name, [p0.clone().requires_grad_()], **{**CONFIGS[name], **kw}).param_groups[0]
+    pe, pk = p0.clone(), p0.clone()
+    se = rule.init(pe, None, group)
+    sk = {k: v.clone() for k, v in se.items()}
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for step in range(1, steps + 1):
+            g = gradient(pe).float()
+            s = rule.scalars(group, step)
+            rule.update(pe, g.clone(), se, s)
+            assert rule.fused_kernel(pk, g.clone(), sk, s), "the C kernel did not take the tensor"
+    finally:
+        torch.set_num_threads(previous)
+    return (pe, se), (pk, sk)
+
+
+def assert_agree(eager, kernel, p0):
+    (pe, se), (pk, sk) = eager, kernel
+    # to float32 rounding, relative to how far the weight moved (the projection's sums are taken in
+    # another order, the bias correction is multiplied by its reciprocal)
+    assert torch.linalg.vector_norm(pk - pe) <= 1e-5 * torch.linalg.vector_norm(pe - p0)
+    for key in se:
+        assert torch.linalg.vector_norm(sk[key] - se[key]) <= 1e-5 * torch.linalg.vector_norm(se[key]), key
+
+
+@needs_kernel
+def test_the_kernel_builds():
+    assert native.load("adamp") is not None, "a C compiler is present but engine/adamp.c did not build"
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("view", ["channel", "layer", "none"])
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_kernel_agrees_with_eager(name, nesterov, view, shape):
+    p0 = weight(shape).float()
+    g0 = GRADIENTS[view](p0.double()).float()
+    assert view_of(p0, g0) == view  # the crafted gradient takes the view under test
+    eager, kernel = eager_and_kernel(name, p0, lambda p: GRADIENTS[view](p.double()), nesterov=nesterov)
+    assert_agree(eager, kernel, p0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("view", ["channel", "layer", "none"])
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_kernel_without_weight_decay_agrees_with_eager(name, view):
+    p0 = weight((8, 5000)).float()
+    eager, kernel = eager_and_kernel(name, p0, lambda p: GRADIENTS[view](p.double()), weight_decay=0.0)
+    assert_agree(eager, kernel, p0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_kernel_decays_by_wd_ratio_when_it_projects(name):
+    """One step from zero state on a scale-invariant weight: the radial change of each row is the
+    projected shrink alone (a check of the decay choice that does not go through the eager code)."""
+    p0 = weight((8, 5000)).float()
+    (_, _), (pk, _) = eager_and_kernel(name, p0, lambda p: tangential(p.double()), steps=1)
+    radial = rowwise_dot(pk - p0, p0) / rowwise_dot(p0, p0)
+    torch.testing.assert_close(radial, torch.full_like(radial, -SHRINK[name]), rtol=1e-4, atol=1e-7)
+
+
+@needs_kernel
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_kernel_projects_sgdps_buffer_without_nesterov(nesterov):
+    p0 = weight((8, 5000)).float()
+    eager, kernel = eager_and_kernel("sgdp", p0, lambda p: tangential(p.double()), steps=1, nesterov=nesterov)
+    assert_agree(eager, kernel, p0)
+    buf = kernel[1]["momentum_buffer"]
+    if nesterov:  # the buffer is (1 - dampening) g, untouched by the projection
+        torch.testing.assert_close(buf, tangential(p0.double()).float(), rtol=1e-6, atol=1e-7)
+    else:  # the buffer was the direction, projected to be tangential
+        assert rowwise_dot(buf, p0).abs().max() < 1e-4 * buf.norm() * p0.norm() / 8
+        assert not torch.allclose(buf, tangential(p0.double()).float(), rtol=1e-3, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+@pytest.mark.parametrize("shape", [(5000,), (7,), ()], ids=str)
+def test_kernel_takes_unprojected_vectors_in_one_pass(name, shape):
+    p0 = weight(shape).float()
+    g = tangential(p0.double().reshape(1, -1)).reshape(shape).float()  # would project if it were a matrix
+    eager, kernel = eager_and_kernel(name, p0, lambda p: g, nesterov=True)
+    assert_agree(eager, kernel, p0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_kernel_result_does_not_depend_on_the_number_of_threads(name):
+    p0 = weight((32, 64, 5, 5)).float()
+    gradient = lambda p: tangential(p.double())  # noqa: E731
+    one = eager_and_kernel(name, p0, gradient, threads=1)[1]
+    two = eager_and_kernel(name, p0, gradient, threads=2)[1]
+    assert torch.equal(one[0], two[0])
+    assert all(torch.equal(one[1][k], two[1][k]) for k in one[1])
+
+
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_kernel_declines_what_it_cannot_take(name):
+    """Not float32, not contiguous, mismatched shapes: False and nothing touched (the compiled path runs)."""
+    rule = optarena.get(name).rule
+    p = torch.randn(6, 8)
+    group = optarena.create(name, [p.clone().requires_grad_()], **CONFIGS[name]).param_groups[0]
+    s = rule.scalars(group, 1)
+    cases = [
+        (p.t(), torch.randn(8, 6)),                           # non-contiguous parameter
+        (p.clone(), torch.randn(8, 6).t()),                   # non-contiguous gradient
+        (p.to(torch.bfloat16), torch.randn(6, 8)),            # bf16 parameter (fp32 state)
+        (p.double(), torch.randn(6, 8, dtype=torch.float64)),
+        (p.clone(), torch.randn(6, 8)[:, :4].contiguous()),   # another shape
+        (torch.empty(0, 3), torch.empty(0, 3)),
+    ]  # fmt: skip
+    for q, g in cases:
+        state = {k: v.float() for k, v in rule.init(q, g, group).items()}
+        before = q.clone(), {k: v.clone() for k, v in state.items()}
+        assert rule.fused_kernel(q, g, state, s) is False
+        assert torch.equal(q, before[0]) and all(torch.equal(state[k], before[1][k]) for k in state)
+
+
+def test_without_native_code_the_kernel_declines(tmp_path):
+    script = "\n".join([
+        "import torch, optarena",
+        "from optarena.engine import native",
+        "assert native.load('adamp') is None",
+        "for name in ('adamp', 'sgdp'):",
+        "    rule = optarena.get(name).rule",
+        "    p, g = torch.randn(6, 8), torch.randn(6, 8)",
+        "    group = optarena.create(name, [p.clone().requires_grad_()]).param_groups[0]",
+        "    assert rule.fused_kernel(p, g, rule.init(p, g, group), rule.scalars(group, 1)) is False",
+    ])  # fmt: skip
+    env = {**os.environ, "OPTARENA_NATIVE": "0", "OPTARENA_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def train_quadratic(opt, params, steps):
+    """Scale-invariant gradients for the first two weights (`model_params`: they project), gradients
+    pulling the others towards a fixed target (they do not)."""
+    gen = torch.Generator().manual_seed(7)
+    targets = [torch.randn(p.shape, generator=gen) for p in params]
+    for _ in range(steps):
+        for i, (p, t) in enumerate(zip(params, targets)):
+            q = p.detach().double()
+            p.grad = (tangential(q) if i < 2 else q - t.double()).to(p.dtype)
+        opt.step()
+
+
+def model_params(dtype=torch.float32):
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(8, 5000), (16, 8, 3, 3), (40,), (6, 40)]
+    return [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in shapes]
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_fused_optimizer_runs_the_kernel_only_and_agrees_with_eager(name, nesterov, monkeypatch):
+    from optarena.engine import kernels
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("float32 CPU tensors should take the C kernel, not torch.compile")
+
+    monkeypatch.setattr(kernels, "_compiled", no_compile)
+    init, a, b = model_params(), model_params(), model_params()
+    kw = {**CONFIGS[name], "nesterov": nesterov}
+    train_quadratic(optarena.create(name, a, **kw), a, 5)
+    train_quadratic(optarena.create(name, b, fused=True, **kw), b, 5)
+    for x, y, p0 in zip(a, b, init):
+        assert torch.linalg.vector_norm(y.detach() - x.detach()) <= 1e-5 * torch.linalg.vector_norm(x - p0).detach()
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+def test_fused_kernel_resumes_bit_identically(name):
+    kw = {**CONFIGS[name], "nesterov": name == "adamp"}
+    params = model_params()
+    opt = optarena.create(name, params, fused=True, **kw)
+    train_quadratic(opt, params, 3)
+    buffer = io.BytesIO()
+    torch.save({"params": [p.detach().clone() for p in params], "opt": copy.deepcopy(opt.state_dict())}, buffer)
+    train_quadratic(opt, params, 4)
+    buffer.seek(0)
+    ckpt = torch.load(buffer, weights_only=True)
+    resumed = [p.clone().requires_grad_() for p in ckpt["params"]]
+    opt2 = optarena.create(name, resumed, fused=True, **kw)
+    opt2.load_state_dict(ckpt["opt"])
+    train_quadratic(opt2, resumed, 4)
+    for p, q in zip(params, resumed):
+        assert torch.equal(p, q)
+        assert all(torch.equal(opt.state[p][k], opt2.state[q][k]) for k in opt.state[p] if k != "step")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adamp", "sgdp"])
+@pytest.mark.parametrize("case", ["no-native", "non-contiguous", "bf16"])
+def test_fused_fallbacks_agree_with_eager(name, case, monkeypatch):
+    """Where the kernel does not apply (no native code, a transposed weight, bf16 weights) the
+    compiled path runs, and agrees with eager."""
+    if case == "no-native":
+        monkeypatch.setattr(native, "load", lambda name="codec8": None)
+    dtype = torch.bfloat16 if case == "bf16" else torch.float32
+
+    def params():
+        ps = model_params(dtype)
+        if case == "non-contiguous":
+            ps = [p.detach().t().contiguous().t().requires_grad_() if p.dim() == 2 else p for p in ps]
+            assert not ps[0].is_contiguous()
+        return ps
+
+    init, a, b = params(), params(), params()
+    train_quadratic(optarena.create(name, a, **CONFIGS[name]), a, 4)
+    train_quadratic(optarena.create(name, b, fused=True, **CONFIGS[name]), b, 4)
+    tolerance = 5e-2 if dtype == torch.bfloat16 else 1e-5  # bf16: eager rounds each op to bf16, compiled code once
+    for x, y, p0 in zip(a, b, init):
+        moved = torch.linalg.vector_norm((x.detach() - p0.detach()).float())
+        assert torch.linalg.vector_norm((y.detach() - x.detach()).float()) <= tolerance * moved

@@ -1,7 +1,11 @@
-"""The 8-bit codec in C (`codec8.c`), built with the system's C compiler on first use.
+"""Native kernels in C, built with the system's C compiler on first use and loaded with ctypes.
 
-Bit-exact with the torch implementation in `quantize.py` (tests compare them), 5-10x faster on
-CPU: one pass per block instead of a dozen tensor-wide ops. Built once per source version into
+* `codec8.c`: the 8-bit codec, bit-exact with the torch implementation in `quantize.py` (tests
+  compare them), 5-10x faster on CPU: one pass per block instead of a dozen tensor-wide ops.
+* `adamp.c`: AdamP's and SGDP's fused step for float32 CPU tensors (`rules/adamp.py`): two passes
+  over memory (moments and row sums, then the projected update) where inductor emits three.
+
+Each library is built once per source version (its hash is in the file name) into
 `$OPTARENA_CACHE` (default `~/.cache/optarena`), atomically, so concurrent processes are safe.
 Without a compiler (or with `OPTARENA_NATIVE=0`) `load()` returns None and the torch path runs.
 """
@@ -17,21 +21,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("codec8.c")
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+# Per library (the C file next to this one, without `.c`): each function's (argtypes, restype).
+SIGNATURES: dict[str, dict[str, tuple[list, type | None]]] = {
+    "codec8": {
+        "optarena_decode": ([_P, _P, _P, _P, _I64, _I32], None),
+        "optarena_encode": ([_P, _P, _P, _P, _I64, _I32], None),
+    },
+    "adamp": {
+        # p, g, exp_avg, exp_avg_sq, rows, cols, scalars (double[10]), flags, threads -> view or -1
+        "optarena_adamp_step": ([_P, _P, _P, _P, _I64, _I64, _P, _I32, _I32], ctypes.c_int),
+        # p, g, momentum_buffer, rows, cols, scalars (double[10]), flags, threads -> view or -1
+        "optarena_sgdp_step": ([_P, _P, _P, _I64, _I64, _P, _I32, _I32], ctypes.c_int),
+    },
+}
+
+
+def _source(name: str) -> Path:
+    return Path(__file__).with_name(f"{name}.c")
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("OPTARENA_CACHE") or Path.home() / ".cache" / "optarena")
 
 
-def _build(target: Path) -> bool:
+def _build(source: Path, target: Path) -> bool:
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
     os.close(fd)
-    cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC", str(SOURCE), "-o", tmp]
+    cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC", str(source), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -46,20 +67,21 @@ def _build(target: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def load() -> ctypes.CDLL | None:
-    """The codec library, or None where it cannot be built (the torch path then runs)."""
-    if os.environ.get("OPTARENA_NATIVE", "1") == "0" or sys.platform == "win32" or not SOURCE.exists():
+def load(name: str = "codec8") -> ctypes.CDLL | None:
+    """The library built from `<name>.c` (one of `SIGNATURES`), its functions typed, or None where
+    it cannot be built (the torch path then runs)."""
+    source = _source(name)
+    if os.environ.get("OPTARENA_NATIVE", "1") == "0" or sys.platform == "win32" or not source.exists():
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + os.uname().machine.encode()).hexdigest()[:16]
-    target = _cache_dir() / f"codec8-{digest}.so"
-    if not target.exists() and not _build(target):
+    digest = hashlib.sha256(source.read_bytes() + os.uname().machine.encode()).hexdigest()[:16]
+    target = _cache_dir() / f"{name}-{digest}.so"
+    if not target.exists() and not _build(source, target):
         return None
     try:
         lib = ctypes.CDLL(str(target))
     except OSError:
         return None
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.optarena_decode.argtypes = [p, p, p, p, i64, i32]
-    lib.optarena_encode.argtypes = [p, p, p, p, i64, i32]
-    lib.optarena_decode.restype = lib.optarena_encode.restype = None
+    for function, (argtypes, restype) in SIGNATURES[name].items():
+        getattr(lib, function).argtypes = argtypes
+        getattr(lib, function).restype = restype
     return lib

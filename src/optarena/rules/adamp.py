@@ -4,12 +4,17 @@ Scale-invariant Weights"), with the semantics of clovaai/AdamP (PyPI `adamp` 0.3
 Both take their usual direction (Adam's `m / denom`, SGD's momentum buffer) and, for weights of
 two or more dimensions that look scale-invariant (the gradient nearly orthogonal to the weight),
 remove the direction's radial component and shrink the weight decay by `wd_ratio`.
+
+On the fused path, float32 CPU tensors take a C kernel (`engine/adamp.c`, two passes over memory:
+state, direction and row sums; then the projected update); other tensors the compiled `update`.
 """
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
-from ..engine import ops
+from ..engine import native, ops
 from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
@@ -65,6 +70,39 @@ def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
         p.mul_(s["decay_projected"] if projected else s["decay"])
     else:  # compiled: 0-d tensors, no data-dependent branch
         p.mul_(torch.where(projected, s["decay_projected"], s["decay"]))
+
+
+_NESTEROV, _DECAY, _PROJECT = 1, 2, 4  # flags of the C kernels (engine/adamp.c)
+
+
+def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, values: tuple, s) -> bool:
+    """Run `engine/adamp.c`'s fused step on `p`, `g` and the state tensors (in the C function's
+    order) with its ten scalars `values`; False, with nothing updated, where it does not apply
+    (not float32 on CPU, not contiguous, shapes differ, empty, or no compiler: the compiled path
+    then runs). Tensors of fewer than two dimensions take the kernel's one-pass, unprojected step.
+
+    The result does not depend on the number of threads (each row's sums are taken in a fixed
+    order), so a resumed run stays bit-identical."""
+    tensors = (p, g, *state)
+    if p.numel() == 0 or any(
+        t.device.type != "cpu" or t.dtype != torch.float32 or t.shape != p.shape or not t.is_contiguous()
+        for t in tensors
+    ):
+        return False
+    lib = native.load("adamp")
+    if lib is None:
+        return False
+    project = p.dim() >= 2
+    rows = p.shape[0] if project else 1
+    flags = (_NESTEROV if s["nesterov"] else 0) | (_DECAY if s["decay_on"] else 0) | (_PROJECT if project else 0)
+    scalars = (ctypes.c_double * 10)(*values)
+    view = getattr(lib, function)(
+        *(t.data_ptr() for t in tensors), rows, p.numel() // rows, scalars, flags, torch.get_num_threads()
+    )
+    if view < 0:  # out of memory before anything was written
+        return False
+    torch.autograd.graph.increment_version([p, *state])  # written behind autograd's back
+    return True
 
 
 def _projection_hyper() -> dict[str, Hyper]:
@@ -125,6 +163,13 @@ class AdamPRule(Rule):
         _decay_(p, project_radial_(direction, p, g, s["delta"], s["eps"]), s)
         ops.add_(p, direction, s["neg_step_size"])
 
+    @staticmethod
+    def fused_kernel(p, g, state, s) -> bool:
+        """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
+        values = (s["beta1"], s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["eps"],
+                  s["bias_correction2_sqrt"], s["neg_step_size"], s["decay"], s["decay_projected"], s["delta"])  # fmt: skip
+        return _native_step("optarena_adamp_step", p, g, (state["exp_avg"], state["exp_avg_sq"]), values, s)
+
 
 class AdamP(Optimizer):
     """AdamP. Defaults lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0 (decoupled), delta 0.1,
@@ -177,6 +222,13 @@ class SGDPRule(Rule):
         direction = ops.add_(g.clone(), buf, s["momentum"]) if s["nesterov"] else buf
         _decay_(p, project_radial_(direction, p, g, s["delta"], s["eps"]), s)
         ops.add_(p, direction, s["neg_lr"])
+
+    @staticmethod
+    def fused_kernel(p, g, state, s) -> bool:
+        """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
+        values = (s["momentum"], 0.0, s["take"], 0.0, s["eps"], 1.0, s["neg_lr"], s["decay"], s["decay_projected"],
+                  s["delta"])  # fmt: skip
+        return _native_step("optarena_sgdp_step", p, g, (state["momentum_buffer"],), values, s)
 
 
 class SGDP(Optimizer):
