@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import copy
-import io
 
 import pytest
 import torch
 
 import optarena
+import checkpoint
 from specs import SPECS
 
 CASES = [(name, i, cfg) for name, spec in SPECS.items() for i, cfg in enumerate(spec.configs())]
@@ -78,16 +78,11 @@ def test_resume_is_bit_identical(name, i, cfg, fused):
     params = make_params(name)
     opt = optarena.create(name, params, fused=fused, **cfg)
     train(opt, params, 3)
-    buffer = io.BytesIO()
-    torch.save({"params": snapshot(params), "opt": opt.state_dict()}, buffer)
+    saved = checkpoint.save(params, opt)
     train(opt, params, 4)
     expected = snapshot(params)
 
-    buffer.seek(0)
-    ckpt = torch.load(buffer, weights_only=True)
-    resumed = [p.clone().requires_grad_() for p in ckpt["params"]]
-    opt2 = optarena.create(name, resumed, fused=fused, **cfg)
-    opt2.load_state_dict(ckpt["opt"])
+    opt2, resumed = checkpoint.restore(saved, lambda ps: optarena.create(name, ps, fused=fused, **cfg))
     train(opt2, resumed, 4)
     assert_identical(resumed, expected)
     for p, q in zip(params, resumed):
@@ -308,8 +303,8 @@ def test_chunked_compiled_calls_agree_with_eager_and_resume_exactly(name):
     for a, b in zip(eager, fused):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     half, opt = run(True, 3)
-    checkpoint = copy.deepcopy(opt.state_dict())
+    saved = copy.deepcopy(opt.state_dict())
     snapshot_ = snapshot(half)
     train(opt, half, 3)
-    resumed, _ = run(True, 3, state=checkpoint, start=snapshot_)
+    resumed, _ = run(True, 3, state=saved, start=snapshot_)
     assert_identical(resumed, half)

@@ -2,8 +2,6 @@
 and the fused path's C kernel (engine/adamp.c) against the eager update."""
 from __future__ import annotations
 
-import copy
-import io
 import os
 import shutil
 import subprocess
@@ -15,6 +13,8 @@ import torch
 import optarena
 from optarena.engine import native
 from optarena.rules.adamp import _cosine, project_radial_
+
+import checkpoint
 
 LR, WD, WD_RATIO, MOMENTUM = 0.1, 0.1, 0.25, 0.9
 CONFIGS = {
@@ -401,14 +401,9 @@ def test_fused_kernel_resumes_bit_identically(name):
     params = model_params()
     opt = optarena.create(name, params, fused=True, **kw)
     train_quadratic(opt, params, 3)
-    buffer = io.BytesIO()
-    torch.save({"params": [p.detach().clone() for p in params], "opt": copy.deepcopy(opt.state_dict())}, buffer)
+    saved = checkpoint.save(params, opt)
     train_quadratic(opt, params, 4)
-    buffer.seek(0)
-    ckpt = torch.load(buffer, weights_only=True)
-    resumed = [p.clone().requires_grad_() for p in ckpt["params"]]
-    opt2 = optarena.create(name, resumed, fused=True, **kw)
-    opt2.load_state_dict(ckpt["opt"])
+    opt2, resumed = checkpoint.restore(saved, lambda ps: optarena.create(name, ps, fused=True, **kw))
     train_quadratic(opt2, resumed, 4)
     for p, q in zip(params, resumed):
         assert torch.equal(p, q)

@@ -1,13 +1,14 @@
 """Param groups may name another method's rule: one optimizer, one state_dict, one scheduler."""
 from __future__ import annotations
 
-import io
 
 import pytest
 import torch
 
 import optarena
 from optarena.rules.adamw import AdamWRule
+
+import checkpoint
 
 
 def make():
@@ -45,14 +46,9 @@ def test_mixed_groups_resume_bit_identically():
     params = make()
     opt = build(params)
     run(opt, params, 3)
-    buffer = io.BytesIO()
-    torch.save({"params": [p.detach().clone() for p in params], "opt": opt.state_dict()}, buffer)
+    saved = checkpoint.save(params, opt)
     run(opt, params, 3)
-    buffer.seek(0)
-    ckpt = torch.load(buffer, weights_only=True)
-    resumed = [p.clone().requires_grad_() for p in ckpt["params"]]
-    opt2 = build(resumed)
-    opt2.load_state_dict(ckpt["opt"])
+    opt2, resumed = checkpoint.restore(saved, build)
     run(opt2, resumed, 3)
     assert all(torch.equal(x, y) for x, y in zip(params, resumed))
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import math
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 import optarena
 from optarena import CoordinateClip, GlobalNormClip, GradientNoise
+import checkpoint
 from specs import SPECS
 
 
@@ -106,22 +106,18 @@ def test_noise_and_clip_resume_bit_identically(name):
     params = _model(matrix_only=SPECS[name].matrix_only)
     opt = make(params, seed=5)
     _run(opt, params, 3)
-    buf = io.BytesIO()
-    torch.save({"params": [p.detach().clone() for p in params], "opt": opt.state_dict()}, buf)
+    saved = checkpoint.save(params, opt)
     _run(opt, params, 3)
 
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
-    resumed = [p.clone().requires_grad_() for p in ckpt["params"]]
-    fresh = make(resumed, seed=99)  # the seed is overridden by the loaded state
-    fresh.load_state_dict(ckpt["opt"])
+    fresh, resumed = checkpoint.restore(saved, lambda ps: make(ps, seed=99))  # the seed is overridden by the loaded state
+    start = [p.detach().clone() for p in resumed]
     assert fresh.state_dict()["engine"]["transforms"][0]["step"] == 3
     _run(fresh, resumed, 3)
     for a, b in zip(params, resumed):
         assert torch.equal(a, b)
 
     # Without the transform state the noise stream restarts: the runs part.
-    restarted = [p.clone().requires_grad_() for p in ckpt["params"]]
+    restarted = [p.clone().requires_grad_() for p in start]
     other = make(restarted, seed=5)
     _run(other, restarted, 3)
     assert not all(torch.equal(a, b) for a, b in zip(params, restarted))
