@@ -183,3 +183,58 @@ def test_password_is_redacted_in_errors():
     with pytest.raises(ArenaError) as info:
         open_storage("postgresql://u:hunter2@127.0.0.1:1/db")
     assert "hunter2" not in str(info.value)
+
+
+def _interrupted_at(monkeypatch, tmp_path, name: str, where: str):
+    """Run a worker in this process with a Ctrl-C delivered at `where`: right after `_pop` claimed a
+    trial, or right before a finished trial is told. Returns (storage, plan, that trial's number)."""
+    from optarena.arena import worker as worker_module
+
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    plan = tiny_plan(name, steps=50, trials=2)
+    create_studies(storage, plan)
+    seen = []
+    if where == "pop":
+        real_pop = worker_module._pop
+
+        def pop_then_interrupt(study):
+            trial = real_pop(study)
+            if trial is not None and not seen:
+                seen.append(trial.number)
+                os.kill(os.getpid(), signal.SIGINT)  # arrives before run_trial could hand the trial back
+            return trial
+
+        monkeypatch.setattr(worker_module, "_pop", pop_then_interrupt)
+    else:
+        real_tell = optuna.Study.tell
+
+        def interrupt_then_tell(study, trial, *args, **kwargs):
+            if not seen and kwargs.get("state") is None:
+                seen.append(trial.number)
+                os.kill(os.getpid(), signal.SIGINT)  # arrives between the result's writes
+            return real_tell(study, trial, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.Study, "tell", interrupt_then_tell)
+    with pytest.raises(KeyboardInterrupt):
+        Worker(storage, load_plan(storage, name)).run()
+    return storage, plan, seen[0]
+
+
+def test_ctrl_c_just_after_a_trial_is_taken_hands_it_back(monkeypatch, tmp_path):
+    storage, plan, number = _interrupted_at(monkeypatch, tmp_path, "pop-race", "pop")
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    trial = study.get_trials(deepcopy=False)[number]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] == "KeyboardInterrupt"
+    monkeypatch.undo()
+    Worker(storage, load_plan(storage, "pop-race")).run()
+    assert_exactly_once(storage, plan)
+
+
+def test_ctrl_c_while_a_result_is_told_waits_for_it(monkeypatch, tmp_path):
+    storage, plan, number = _interrupted_at(monkeypatch, tmp_path, "tell-race", "tell")
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    trial = study.get_trials(deepcopy=False)[number]
+    assert trial.state == TrialState.COMPLETE and "record" in trial.user_attrs
+    monkeypatch.undo()
+    Worker(storage, load_plan(storage, "tell-race")).run()
+    assert_exactly_once(storage, plan)

@@ -5,13 +5,15 @@ one worker), so any number of workers, on any machines sharing the storage, run 
 configuration once. While a trial runs, a thread records a heartbeat on it. A RUNNING trial
 whose heartbeat is older than `grace` seconds, or whose worker process on this host is gone,
 is stale: the first worker to notice fails it and enqueues the same configuration again. A
-worker interrupted with Ctrl-C does the same for its own trial before it exits. So an interrupted
+worker interrupted with Ctrl-C does the same for its own trial before it exits (a Ctrl-C while it
+takes a trial or tells a result waits for that to finish: `_InterruptGate`). So an interrupted
 run loses nothing and no configuration finishes twice.
 """
 from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -177,6 +179,37 @@ def _pop(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
+class _InterruptGate:
+    """Holds Ctrl-C (SIGINT) back while the worker owns a trial it could not yet hand back: from the
+    moment `_pop` may claim one until `run_trial`'s handler is in place, and while a finished trial
+    is told. `release()` delivers a held Ctrl-C (through the previous handler: KeyboardInterrupt by
+    default). Off the main thread, where Python cannot set signal handlers, it does nothing."""
+
+    def __init__(self):
+        self._previous = None
+        self._caught = False
+
+    def hold(self) -> None:
+        if threading.current_thread() is threading.main_thread() and self._previous is None:
+            self._caught = False
+            self._previous = signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, signum, frame) -> None:
+        self._caught = True
+
+    def release(self) -> None:
+        previous, self._previous = self._previous, None
+        if previous is None:
+            return
+        signal.signal(signal.SIGINT, previous)
+        if self._caught:
+            self._caught = False
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
 class Worker:
     """Runs a plan's trials. `on_event(kind, info)` is told "start"/"done"/"requeued"/"idle"."""
 
@@ -196,6 +229,7 @@ class Worker:
         self.poll = poll
         self.on_event = on_event or (lambda kind, info: None)
         self._studies: dict[str, optuna.Study] = {}
+        self._gate = _InterruptGate()
 
     def study(self, name: str) -> optuna.Study:
         if name not in self._studies:
@@ -217,10 +251,20 @@ class Worker:
         ran = 0
         while max_trials is None or ran < max_trials:
             for spec in self.specs:
-                if self.ready(spec) and (trial := _pop(self.study(spec.name))) is not None:
-                    self.run_trial(spec, trial)
-                    ran += 1
-                    break
+                if not self.ready(spec):
+                    continue
+                self._gate.hold()  # released inside run_trial, once the trial can be handed back
+                try:
+                    trial = _pop(self.study(spec.name))
+                except BaseException:
+                    self._gate.release()
+                    raise
+                if trial is None:
+                    self._gate.release()
+                    continue
+                self.run_trial(spec, trial)
+                ran += 1
+                break
             else:
                 requeued = sum(fail_stale(self.study(s.name), self.grace) for s in self.specs)
                 requeued += sum(reconcile(self.study(s.name)) for s in self.specs)
@@ -235,17 +279,21 @@ class Worker:
 
     def run_trial(self, spec: StudySpec, trial: optuna.Trial) -> None:
         study = self.study(spec.name)
-        attrs = study._storage.get_trial(trial._trial_id).user_attrs
         info = {"study": spec.name, "kind": spec.kind, "workload": spec.workload, "optimizer": spec.optimizer,
-                "config": attrs["config"], "number": trial.number}  # fmt: skip
-        beat = _Heartbeat(self.storage, trial._trial_id, self.heartbeat)
+                "number": trial.number}  # fmt: skip
+        beat = None
         try:
+            self._gate.release()  # a Ctrl-C held since the trial was taken is raised here, and handled
+            attrs = study._storage.get_trial(trial._trial_id).user_attrs
+            info["config"] = attrs["config"]
+            beat = _Heartbeat(self.storage, trial._trial_id, self.heartbeat)
             self.on_event("start", info)
             values = self.values(spec, trial, attrs)
             record = train(get_workload(spec.workload), spec.optimizer, values, seed=attrs["seed"],
                            steps=attrs["steps"], threads=self.plan.threads)  # fmt: skip
         except BaseException as err:
-            beat.stop()
+            if beat is not None:
+                beat.stop()
             frozen = study._storage.get_trial(trial._trial_id)
             if not isinstance(err, Exception):  # Ctrl-C, SystemExit: hand the configuration back
                 requeue(study, frozen, type(err).__name__)
@@ -259,6 +307,7 @@ class Worker:
         value = record["final"]
         if value is None:
             value = -math.inf if spec.direction == "maximize" else math.inf
+        self._gate.hold()  # a Ctrl-C now waits until the result is told
         try:
             trial.set_user_attr("values", values)
             trial.set_user_attr("record", record)
@@ -266,6 +315,8 @@ class Worker:
         except UpdateFinishedTrialError:  # judged stale meanwhile (e.g. a long storage outage): its copy counts
             self.on_event("requeued", {"count": 0})
             return
+        finally:
+            self._gate.release()
         self.on_event("done", {**info, "value": value, "status": record["status"]})
 
     def values(self, spec: StudySpec, trial: optuna.Trial, attrs: dict[str, Any]) -> dict[str, float]:
