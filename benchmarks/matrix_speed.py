@@ -77,8 +77,13 @@ TARGETS = {
 }
 
 
+def with_method(name: str, method: str) -> str:
+    """`name`, suffixed with the Newton-Schulz method unless it is the reference's (standard)."""
+    return name if method == "standard" else f"{name}_{method}"
+
+
 def config_name(fused: bool, dtype: str, method: str = "standard") -> str:
-    return f"{'fused' if fused else 'eager'}_{dtype}" + ("" if method == "standard" else f"_{method}")
+    return with_method(f"{'fused' if fused else 'eager'}_{dtype}", method)
 
 
 def oriented(shape) -> tuple[int, int]:
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = {}
     if {"muon", "normuon"} & set(names):
         print("Newton-Schulz: float32, bfloat16, standard and gram, each pass paired with a GEMM set ...", flush=True)
-        ns = {d + ("" if m == "standard" else f"_{m}"): measure_ns_paired(master, shapes, d, args.ns_reps, m)
+        ns = {with_method(d, m): measure_ns_paired(master, shapes, d, args.ns_reps, m)
               for m in NS_METHODS for d in ("float32", "bfloat16")}
 
     rows = {}

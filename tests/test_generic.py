@@ -110,6 +110,23 @@ def test_loaded_state_is_not_shared_with_the_checkpoint(name):
                 assert torch.equal(sd["state"][pid][key], value), key
 
 
+@pytest.mark.parametrize("name", SPECS)
+def test_checkpoint_without_a_newer_hyperparameter_resumes_with_its_default(name):
+    """A group saved before a hyperparameter existed (e.g. Muon's `ns_method`) gets its default."""
+    params = make_params(name)
+    opt = optarena.create(name, params, **SPECS[name].kwargs)
+    train(opt, params, 2)
+    sd = copy.deepcopy(opt.state_dict())
+    newest = list(opt.rule.hyper)[-1]
+    for group in sd["param_groups"]:
+        del group[newest]
+    fresh = optarena.create(name, params, **SPECS[name].kwargs)
+    fresh.load_state_dict(sd)
+    assert all(group[newest] == opt.rule.hyper[newest].default for group in fresh.param_groups)
+    train(fresh, params, 1)
+    assert all(torch.isfinite(p).all() for p in params)
+
+
 @pytest.mark.parametrize("name,i,cfg", CASES, ids=IDS)
 def test_param_groups_use_their_own_hyperparameters(name, i, cfg):
     params = make_params(name)

@@ -120,8 +120,32 @@ def test_gram_method_in_bf16_is_as_accurate_as_the_standard_iteration(small_bloc
         return float((out.double() - exact).norm() / exact.norm())
 
     gram = newton_schulz(g, 5, torch.bfloat16, "gram")
-    assert error(gram) <= (1.5 if kind == "gaussian" else 0.8) * error(newton_schulz(g, 5, torch.bfloat16))
+    # Measured 1.30 / 0.68 / 0.65; bf16 GEMM kernels round differently on other CPUs, hence the margin.
+    assert error(gram) <= (1.7 if kind == "gaussian" else 0.9) * error(newton_schulz(g, 5, torch.bfloat16))
     assert torch.linalg.svdvals(gram.double()).max() <= BAND[torch.bfloat16][1]
+
+
+def test_symmetric_product_under_autograd_is_the_full_product():
+    x = torch.randn(32, 48, dtype=torch.float64, requires_grad=True)
+    out = symmetric_product(x, x.mT, min_rows=0)  # `out=` products would refuse to record a graph
+    out.sum().backward()
+    torch.testing.assert_close(out, x @ x.mT)
+    torch.testing.assert_close(x.grad, 2 * x.detach().sum(0).expand(32, 48))  # d/dx sum(x x^T)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(40, 100), (40, 40)], ids=["gram", "square"])
+def test_compiled_blocked_products_match_eager_bit_for_bit(small_blocks, monkeypatch, shape):
+    """The fused path runs `symmetric_product` as a custom op inside the compiled graph; with blocks
+    from 16 rows these shapes take it (the compile cache is emptied: its key does not hold the size)."""
+    from optarena.engine import kernels
+
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    gen = torch.Generator().manual_seed(4)
+    w, grads = torch.randn(shape, generator=gen), [torch.randn(shape, generator=gen) for _ in range(3)]
+    p, _ = _run("muon", w, grads, lr=0.05, weight_decay=0.1, ns_method="gram")
+    q, _ = _run("muon", w, grads, lr=0.05, weight_decay=0.1, ns_method="gram", fused=True)
+    assert torch.equal(p, q)
 
 
 def test_restarts_keep_the_bf16_gram_iteration_stable(small_blocks, monkeypatch):

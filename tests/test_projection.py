@@ -414,8 +414,9 @@ def test_fused_kernel_resumes_bit_identically(name):
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 @pytest.mark.parametrize("case", ["no-native", "non-contiguous", "bf16"])
 def test_fused_fallbacks_agree_with_eager(name, case, monkeypatch):
-    """Where the kernel does not apply (no native code, a transposed weight, bf16 weights) the
-    compiled path runs, and agrees with eager."""
+    """Where the kernel does not apply the fused step still agrees with eager: without native code
+    and with bf16 weights the compiled path runs; a transposed (non-contiguous) weight takes the
+    eager path (`kernels._fusable`), and this checks that the kernel declines it."""
     if case == "no-native":
         monkeypatch.setattr(native, "load", lambda name="codec8": None)
     dtype = torch.bfloat16 if case == "bf16" else torch.float32

@@ -5,7 +5,7 @@
 * `adamp.c`: AdamP's and SGDP's fused step for float32 CPU tensors (`rules/adamp.py`): two passes
   over memory (moments and row sums, then the projected update) where inductor emits three.
 
-Each library is built once per source version (its hash is in the file name) into
+Each library is built once per source, compiler flags and CPU (their hash is in the file name) into
 `$OPTARENA_CACHE` (default `~/.cache/optarena`), atomically, so concurrent processes are safe.
 Without a compiler (or with `OPTARENA_NATIVE=0`) `load()` returns None and the torch path runs.
 """
@@ -45,6 +45,22 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("OPTARENA_CACHE") or Path.home() / ".cache" / "optarena")
 
 
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC"]
+
+
+def _cpu() -> bytes:
+    """What `-march=native` compiles for: the CPU's model and feature flags (Linux), else the
+    platform's processor name. Part of the cache key, so a cache shared between machines (an NFS
+    home) never hands one CPU a library built for another's instructions."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            return b"".join(line for line in f if line.startswith((b"flags", b"model name")))
+    except OSError:
+        import platform
+
+        return platform.processor().encode()
+
+
 def _build(source: Path, target: Path) -> bool:
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
@@ -52,7 +68,7 @@ def _build(source: Path, target: Path) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
     os.close(fd)
-    cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC", str(source), "-o", tmp]
+    cmd = [compiler, *FLAGS, str(source), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -73,7 +89,8 @@ def load(name: str = "codec8") -> ctypes.CDLL | None:
     source = _source(name)
     if os.environ.get("OPTARENA_NATIVE", "1") == "0" or sys.platform == "win32" or not source.exists():
         return None
-    digest = hashlib.sha256(source.read_bytes() + os.uname().machine.encode()).hexdigest()[:16]
+    key = [source.read_bytes(), os.uname().machine.encode(), " ".join(FLAGS).encode(), _cpu()]
+    digest = hashlib.sha256(b"\0".join(key)).hexdigest()[:16]
     target = _cache_dir() / f"{name}-{digest}.so"
     if not target.exists() and not _build(source, target):
         return None

@@ -256,6 +256,10 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps = engine["skipped_steps"]
             self._transform_states = [_clone(s) for s in engine["transforms"]]
         super().load_state_dict(state_dict)
+        # A checkpoint from before a hyperparameter existed resumes with that hyperparameter's default.
+        for group in self.param_groups:
+            for key, spec in self.rule_of(group).hyper.items():
+                group.setdefault(key, spec.default)
         # torch casts loaded state to each parameter's dtype and may share the given buffers.
         # Here the storage decides dtypes, so the state is taken again: copied, moved to the
         # parameter's device, dtype kept (this is what keeps resumed runs bit-identical).

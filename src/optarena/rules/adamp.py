@@ -73,13 +73,17 @@ def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
 
 
 _NESTEROV, _DECAY, _PROJECT = 1, 2, 4  # flags of the C kernels (engine/adamp.c)
+# The C kernels' ten scalars, in the order of `consts` in engine/adamp.c (AdamP's meaning; SGDP
+# fills the slots it uses: momentum, 1 - dampening, eps, -lr, its decays and delta, the rest unused).
+_KERNEL_SCALARS = ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2", "eps", "bias_correction2_sqrt",
+                   "step", "decay", "decay_projected", "delta")  # fmt: skip
 
 
-def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, values: tuple, s) -> bool:
+def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, scalars: dict, s) -> bool:
     """Run `engine/adamp.c`'s fused step on `p`, `g` and the state tensors (in the C function's
-    order) with its ten scalars `values`; False, with nothing updated, where it does not apply
-    (not float32 on CPU, not contiguous, shapes differ, empty, or no compiler: the compiled path
-    then runs). Tensors of fewer than two dimensions take the kernel's one-pass, unprojected step.
+    order) with `scalars` (a value for each of `_KERNEL_SCALARS`); False, with nothing updated,
+    where it does not apply (not float32 on CPU, not contiguous, shapes differ, empty, or no
+    compiler: the compiled path then runs). Tensors of fewer than two dimensions take the kernel's one-pass, unprojected step.
 
     The result does not depend on the number of threads (each row's sums are taken in a fixed
     order), so a resumed run stays bit-identical."""
@@ -95,9 +99,9 @@ def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, 
     project = p.dim() >= 2
     rows = p.shape[0] if project else 1
     flags = (_NESTEROV if s["nesterov"] else 0) | (_DECAY if s["decay_on"] else 0) | (_PROJECT if project else 0)
-    scalars = (ctypes.c_double * 10)(*values)
+    values = (ctypes.c_double * len(_KERNEL_SCALARS))(*(scalars[k] for k in _KERNEL_SCALARS))
     view = getattr(lib, function)(
-        *(t.data_ptr() for t in tensors), rows, p.numel() // rows, scalars, flags, torch.get_num_threads()
+        *(t.data_ptr() for t in tensors), rows, p.numel() // rows, values, flags, torch.get_num_threads()
     )
     if view < 0:  # out of memory before anything was written
         return False
@@ -166,9 +170,8 @@ class AdamPRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
-        values = (s["beta1"], s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["eps"],
-                  s["bias_correction2_sqrt"], s["neg_step_size"], s["decay"], s["decay_projected"], s["delta"])  # fmt: skip
-        return _native_step("optarena_adamp_step", p, g, (state["exp_avg"], state["exp_avg_sq"]), values, s)
+        scalars = {k: s[k] for k in _KERNEL_SCALARS if k != "step"} | {"step": s["neg_step_size"]}
+        return _native_step("optarena_adamp_step", p, g, (state["exp_avg"], state["exp_avg_sq"]), scalars, s)
 
 
 class AdamP(Optimizer):
@@ -226,9 +229,10 @@ class SGDPRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
-        values = (s["momentum"], 0.0, s["take"], 0.0, s["eps"], 1.0, s["neg_lr"], s["decay"], s["decay_projected"],
-                  s["delta"])  # fmt: skip
-        return _native_step("optarena_sgdp_step", p, g, (state["momentum_buffer"],), values, s)
+        scalars = {"beta1": s["momentum"], "beta2": 0.0, "one_minus_beta1": s["take"], "one_minus_beta2": 0.0,
+                   "eps": s["eps"], "bias_correction2_sqrt": 1.0, "step": s["neg_lr"], "decay": s["decay"],
+                   "decay_projected": s["decay_projected"], "delta": s["delta"]}  # fmt: skip
+        return _native_step("optarena_sgdp_step", p, g, (state["momentum_buffer"],), scalars, s)
 
 
 class SGDP(Optimizer):

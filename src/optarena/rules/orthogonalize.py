@@ -23,7 +23,8 @@ GRAM_ASPECT = 1.5  # wide inputs (cols >= 1.5 rows) iterate on the Gram matrix, 
 RESTART_EVERY = 2  # the Gram iteration rebuilds X and X X^T every this many iterations
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16, method: str = "standard") -> torch.Tensor:
+def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16,
+                  method: str = "standard") -> torch.Tensor:
     """`U V^T` of a 2-D `g = U S V^T`, approximately, computed in `dtype` (returned in `dtype`).
 
     The input is cast to `dtype`, divided by its Frobenius norm + 1e-7 (so every singular value is
@@ -48,7 +49,7 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bf
     return x.mT if tall else x
 
 
-def _plus(y: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+def _plus(y: torch.Tensor, x: torch.Tensor, *, alpha: float) -> torch.Tensor:
     """`y + alpha*x`. In bf16 (the reference's dtype) with the reference's roundings: `alpha*x`
     rounded to bf16 before the sum. In other dtypes as one fused multiply-add (torch's
     add-with-alpha kernel), which a compiled kernel with contracted floating point reproduces bit
@@ -63,23 +64,28 @@ def _iterate(x: torch.Tensor, steps: int, product) -> torch.Tensor:
     for _ in range(steps):
         gram = product(x, x.mT)
         cube = product(c * gram, gram)  # scaled before the product, as the reference
-        x = _plus(_plus(cube, gram, b) @ x, x, a)
+        x = _plus(_plus(cube, gram, alpha=b) @ x, x, alpha=a)
     return x
 
 
-def symmetric_product(a: torch.Tensor, b: torch.Tensor, blocks: int = SYMMETRIC_BLOCKS,
+def symmetric_product(a: torch.Tensor, b: torch.Tensor, blocks: int | None = None,
                       min_rows: int | None = None) -> torch.Tensor:
     """`a @ b` for a product known to be symmetric (`X X^T`, or two commuting symmetric matrices).
 
     The rows are cut into `blocks` strips; strip `i` is multiplied only from its diagonal block to
     the right, and the blocks left of the diagonal are the transposes of those above it: (k+1)/2k of
-    the FLOPs of the full product (torch has no symmetric matmul). Below `min_rows` rows (default
-    `SYMMETRIC_MIN_ROWS`): `a @ b`. Compiled callers get it as one opaque custom op: its products
-    write into slices of the result (`out=`), which dynamo cannot trace, and the alternative,
-    concatenating the strips, costs a sixth of the saving in copies. Eager callers skip the custom
-    op's dispatch (~0.25 ms a call here) and run the same function.
+    the FLOPs of the full product (torch has no symmetric matmul). Below `min_rows` rows, or when
+    autograd records the product (`out=` is not differentiable): `a @ b`. `blocks` and `min_rows`
+    default to `SYMMETRIC_BLOCKS` and `SYMMETRIC_MIN_ROWS`, read at call time. Compiled callers
+    get it as one opaque custom op: its products write into slices of the result (`out=`), which
+    dynamo cannot trace, and the alternative, concatenating the strips, costs a sixth of the saving
+    in copies. Eager callers skip the custom op's dispatch (~0.25 ms a call here) and run the same
+    function.
     """
+    blocks = SYMMETRIC_BLOCKS if blocks is None else blocks
     min_rows = SYMMETRIC_MIN_ROWS if min_rows is None else min_rows
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return a @ b
     if torch.compiler.is_compiling():
         return _symmetric_product_op(a, b, blocks, min_rows)
     return _symmetric_product(a, b, blocks, min_rows)
@@ -116,10 +122,11 @@ def gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
     these products are symmetric (`symmetric_product`). In bf16 the rounding errors of `R` grow by
     up to `B^2` (~12) per iteration, so every `RESTART_EVERY` iterations `X` is rebuilt as `Q X`
     and `R` recomputed from it. Measured against the exact (float64) iterates, its bf16 error is
-    0.6-0.7x the standard bf16 iteration's on low-rank and ill-conditioned (1e6) inputs and 1.0-1.45x
-    on Gaussian ones (both 2-5%), with the same singular value band (tests/test_orthogonalize.py). Inputs nearer to square run the standard iteration with symmetric
-    products for `X X^T` and `(c A) A`. For 1024 x 4096 in bf16 this takes 0.65x the time of the
-    standard iteration here, for 1024 x 1024 0.82x (docs/performance.md).
+    0.6-0.7x the standard bf16 iteration's on low-rank and ill-conditioned (1e6) inputs and
+    1.0-1.45x on Gaussian ones (both 2-5%), with the same singular value band
+    (tests/test_orthogonalize.py). Inputs nearer to square run the standard iteration with
+    symmetric products for `X X^T` and `(c A) A`. In bf16 on this project's CPU: 1024 x 4096 in
+    0.63x the standard iteration's time, 1024 x 1024 in 0.86x (docs/performance.md).
     """
     a, b, c = NS_COEFFICIENTS
     m, n = x.shape
@@ -132,9 +139,9 @@ def gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
         if q is not None and k % RESTART_EVERY == 0:
             x, q = q @ x, None
             r = symmetric_product(x, x.mT)
-        z = _plus(symmetric_product(c * r, r), r, b)
-        q = _plus(z, eye, a) if q is None else _plus(symmetric_product(z, q), q, a)
+        z = _plus(symmetric_product(c * r, r), r, alpha=b)
+        q = _plus(z, eye, alpha=a) if q is None else _plus(symmetric_product(z, q), q, alpha=a)
         if k + 1 < steps and (k + 1) % RESTART_EVERY:
-            rb = _plus(symmetric_product(z, r), r, a)
-            r = _plus(symmetric_product(z, rb), rb, a)
+            rb = _plus(symmetric_product(z, r), r, alpha=a)
+            r = _plus(symmetric_product(z, rb), rb, alpha=a)
     return x if q is None else q @ x
