@@ -95,12 +95,17 @@ def test_resume_is_bit_identical(name, i, cfg, fused):
                 assert s1[key] == s2[key], key
 
 
-@pytest.mark.parametrize("name", SPECS)
-def test_loaded_state_is_not_shared_with_the_checkpoint(name):
+def trained_two_steps(name):
+    """(params, optimizer, a deep copy of its state_dict) after two steps at the spec's settings."""
     params = make_params(name)
     opt = optarena.create(name, params, **SPECS[name].kwargs)
     train(opt, params, 2)
-    sd = copy.deepcopy(opt.state_dict())
+    return params, opt, copy.deepcopy(opt.state_dict())
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_loaded_state_is_not_shared_with_the_checkpoint(name):
+    params, opt, sd = trained_two_steps(name)
     kept = copy.deepcopy(sd)
     opt.load_state_dict(sd)
     train(opt, params, 2)
@@ -113,10 +118,7 @@ def test_loaded_state_is_not_shared_with_the_checkpoint(name):
 @pytest.mark.parametrize("name", SPECS)
 def test_checkpoint_without_a_newer_hyperparameter_resumes_with_its_default(name):
     """A group saved before a hyperparameter existed (e.g. Muon's `ns_method`) gets its default."""
-    params = make_params(name)
-    opt = optarena.create(name, params, **SPECS[name].kwargs)
-    train(opt, params, 2)
-    sd = copy.deepcopy(opt.state_dict())
+    params, opt, sd = trained_two_steps(name)
     newest = list(opt.rule.hyper)[-1]
     for group in sd["param_groups"]:
         del group[newest]
