@@ -1,4 +1,4 @@
-"""Pieces the benchmark scripts share: seeded parameters with fixed gradients, the CPU's name, atomic JSON."""
+"""Pieces the benchmark scripts share: seeded parameters with fixed gradients, what the machine is, atomic JSON."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,8 @@ import tempfile
 import time
 
 import torch
+
+from optarena.system import cpu_name
 
 
 def seeded_pairs(shapes, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -49,17 +51,6 @@ def round_robin(master, builders: dict, warmup: int, steps: int, progress: bool 
             run["opt"].step()
             run["times_ms"].append((time.perf_counter() - start) * 1e3)
     return runs
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(load_start: float, **extra) -> dict:

@@ -57,6 +57,7 @@ import optarena
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_info, round_robin, seeded_pairs, write_json  # noqa: E402
 from optarena.rules.orthogonalize import NS_DTYPES, NS_METHODS, newton_schulz
+from optarena.system import cpu_flags
 
 MATRIX_METHODS = ("muon", "normuon", "soap", "conda")
 # `--shapes small` is a hidden option for the smoke test (tests/test_matrix_speed_smoke.py).
@@ -204,17 +205,9 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs))
 
 
-def cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
-    except OSError:
-        pass
-    return []
+def matmul_flags() -> list[str]:
+    """The CPU features that decide the GEMM rates here."""
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in cpu_flags()]
 
 
 def target(value: float | None, key: str, note: str) -> dict:
@@ -368,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"Conda: update_proj_gap={CONDA_GAP}; the SVD of step 1 is in the warm-up")
 
     result = {
-        "machine": machine_info(load_start, cpu_flags=cpu_flags()),
+        "machine": machine_info(load_start, cpu_flags=matmul_flags()),
         "shapes": [list(s) for s in shapes],
         "shapes_desc": desc,
         "params": n,

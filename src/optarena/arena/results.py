@@ -19,6 +19,7 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..system import cpu_name
 from . import analysis
 from .plan import BASELINE, Plan
 from .worker import finished_configs
@@ -63,13 +64,7 @@ def _tuning(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def machine(threads: int) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "threads": threads, "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_name(), "threads": threads, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = None) -> dict[str, Any]:

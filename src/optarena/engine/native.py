@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..system import cpu_flags, cpu_name
+
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 # Per library (the C file next to this one, without `.c`): each function's (argtypes, restype).
 SIGNATURES: dict[str, dict[str, tuple[list, type | None]]] = {
@@ -49,16 +51,10 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPI
 
 
 def _cpu() -> bytes:
-    """What `-march=native` compiles for: the CPU's model and feature flags (Linux), else the
-    platform's processor name. Part of the cache key, so a cache shared between machines (an NFS
-    home) never hands one CPU a library built for another's instructions."""
-    try:
-        with open("/proc/cpuinfo", "rb") as f:
-            return b"".join(line for line in f if line.startswith((b"flags", b"model name")))
-    except OSError:
-        import platform
-
-        return platform.processor().encode()
+    """What `-march=native` compiles for: the CPU's model and feature flags. Part of the cache key,
+    so a cache shared between machines (an NFS home) never hands one CPU a library built for
+    another's instructions."""
+    return " ".join([cpu_name(), *sorted(cpu_flags())]).encode()
 
 
 def _build(source: Path, target: Path) -> bool:
