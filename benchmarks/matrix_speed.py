@@ -57,6 +57,7 @@ import optarena
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_info, round_robin, seeded_pairs, write_json  # noqa: E402
 from optarena.rules.orthogonalize import NS_DTYPES, NS_METHODS, newton_schulz
+from optarena.arena.train import state_bytes
 from optarena.system import cpu_flags
 
 MATRIX_METHODS = ("muon", "normuon", "soap", "conda")
@@ -182,17 +183,13 @@ def measure_ns_summary(runs: list[dict]) -> dict:
             "times_ms": [round(r["ms"], 3) for r in runs]}  # fmt: skip
 
 
-def state_bytes(opt: torch.optim.Optimizer, params) -> int:
-    return sum(v.nbytes for p in params for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor))
-
-
 def measure(master, builders: dict, warmup: int, steps: int, progress: bool = True) -> dict:
     """`round_robin`, then state bytes and the median step time of each run."""
     runs = round_robin(master, builders, warmup, steps, progress)
     n = sum(v.numel() for v, _ in master)
     for run in runs.values():
         opt, params = run.pop("opt"), run.pop("params")
-        run["state_bytes"] = state_bytes(opt, params)
+        run["state_bytes"] = state_bytes(opt)
         run["state_bytes_per_param"] = run["state_bytes"] / n
         run["ms_per_step"] = statistics.median(run["times_ms"])
         run["times_ms"] = [round(t, 3) for t in run["times_ms"]]

@@ -46,6 +46,7 @@ import sys
 import torch
 
 import optarena
+from optarena.arena.train import state_bytes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_info, round_robin, seeded_pairs, write_json  # noqa: E402
@@ -85,10 +86,8 @@ def byte_model(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[
     """(bytes moved per step, state bytes) under the documented model."""
     param_bytes = sum(p.nbytes for p in params)
     grad_bytes = sum(p.grad.nbytes for p in params)
-    state_bytes = sum(
-        v.nbytes for p in params for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor)
-    )
-    return 2 * param_bytes + grad_bytes + 2 * state_bytes, state_bytes
+    state = state_bytes(opt)
+    return 2 * param_bytes + grad_bytes + 2 * state, state
 
 
 def measure(master, builders: dict, warmup: int, steps: int) -> dict:

@@ -50,16 +50,15 @@ def build_optimizer(name: str, model: torch.nn.Module, values: Mapping[str, floa
     return create_optimizer(model, name, **kwargs)
 
 
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor in the optimizer's state (torch's 0-d `step` tensors included)."""
+    return sum(t.nbytes for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor))
+
+
 def state_bytes_per_param(optimizer: torch.optim.Optimizer) -> float:
-    """Bytes of every tensor in the optimizer's state per trainable parameter element."""
+    """`state_bytes` per trainable parameter element."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    total = sum(
-        t.numel() * t.element_size()
-        for state in optimizer.state.values()
-        for t in state.values()
-        if isinstance(t, torch.Tensor)
-    )
-    return total / max(1, sum(p.numel() for p in params))
+    return state_bytes(optimizer) / max(1, sum(p.numel() for p in params))
 
 
 def solution_properties(model: torch.nn.Module, activations: list[torch.Tensor], metrics: Mapping[str, float]) -> dict:
