@@ -4,6 +4,8 @@
   compare them), 5-10x faster on CPU: one pass per block instead of a dozen tensor-wide ops.
 * `adamp.c`: AdamP's and SGDP's fused step for float32 CPU tensors (`rules/adamp.py`): two passes
   over memory (moments and row sums, then the projected update) where inductor emits three.
+* `diffgrad.c`: diffGrad's fused step for float32 CPU tensors (`rules/diffgrad.py`): one pass, with
+  a vectorizable exp for its sigmoid.
 
 Each library is built once per source, compiler flags and CPU (their hash is in the file name) into
 `$OPTARENA_CACHE` (default `~/.cache/optarena`), atomically, so concurrent processes are safe.
@@ -21,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ..system import cpu_flags, cpu_name
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -36,7 +40,19 @@ SIGNATURES: dict[str, dict[str, tuple[list, type | None]]] = {
         # p, g, momentum_buffer, rows, cols, scalars (double[10]), flags, threads -> view or -1
         "optarena_sgdp_step": ([_P, _P, _P, _I64, _I64, _P, _I32, _I32], ctypes.c_int),
     },
+    "diffgrad": {
+        # p, g, exp_avg, exp_avg_sq, previous_grad, numel, scalars (double[7]), flags, threads
+        "optarena_diffgrad_step": ([_P, _P, _P, _P, _P, _I64, _P, _I32, _I32], None),
+    },
 }
+
+
+def takes(p, *others) -> bool:
+    """Whether the C kernels take these tensors: non-empty, contiguous, float32, on CPU, one shape."""
+    return p.numel() > 0 and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.shape == p.shape and t.is_contiguous()
+        for t in (p, *others)
+    )
 
 
 def _source(name: str) -> Path:

@@ -26,7 +26,7 @@ class Rule:
     * `update(p, g, state, s)` updates `p` and the working `state` tensors in place. Written with
       ordinary torch ops, it is both the eager reference and what `torch.compile` fuses.
 
-    `fused_kernel`, when set, is a fused implementation (torch's AdamW kernel, AdamP's C kernel)
+    `fused_kernel`, when set, is a fused implementation (torch's AdamW kernel, AdamP's and diffGrad's C kernels)
     tried first on the fused path for state kept in the parameter's dtype: `fused_kernel(p, g,
     state, s)` (`s` with Python floats) returns False, having changed nothing, for tensors it does
     not take (the compiled `update` then runs). It must agree with `update`.

@@ -88,10 +88,7 @@ def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, 
     The result does not depend on the number of threads (each row's sums are taken in a fixed
     order), so a resumed run stays bit-identical."""
     tensors = (p, g, *state)
-    if p.numel() == 0 or any(
-        t.device.type != "cpu" or t.dtype != torch.float32 or t.shape != p.shape or not t.is_contiguous()
-        for t in tensors
-    ):
+    if not native.takes(*tensors):
         return False
     lib = native.load("adamp")
     if lib is None:

@@ -1,14 +1,22 @@
 """diffGrad (Dubey et al. 2019, "diffGrad: An Optimization Method for Convolutional Neural Networks"),
 with the semantics of shivram1987/diffGrad's `diffGrad_v2.py` (v1 keeps a reference to the live
-gradient, so its friction is always sigmoid(0) after the first step)."""
+gradient, so its friction is always sigmoid(0) after the first step).
+
+On the fused path, float32 CPU tensors take a C kernel (`engine/diffgrad.c`, one pass over memory);
+other tensors the compiled `update`."""
 from __future__ import annotations
+
+import ctypes
 
 import torch
 
-from ..engine import ops
+from ..engine import native, ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, adam_like_space
+
+
+_DECAY = 2  # engine/diffgrad.c's flag for the coupled weight decay
 
 
 class DiffGradRule(Rule):
@@ -54,6 +62,22 @@ class DiffGradRule(Rule):
         friction = torch.sigmoid((prev - g).abs_())
         prev.copy_(g)
         ops.addcdiv_(p, m * friction, denom, s["neg_step_size"])
+
+    @staticmethod
+    def fused_kernel(p, g, state, s) -> bool:
+        """The C kernel (`engine/diffgrad.c`, one pass) for float32 CPU tensors; False, with nothing
+        updated, for anything else (the compiled `update` then runs)."""
+        m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
+        if not native.takes(p, g, m, v, prev) or (lib := native.load("diffgrad")) is None:
+            return False
+        values = (s["beta1"], s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["eps"], s["weight_decay"],
+                  s["neg_step_size"])  # fmt: skip
+        lib.optarena_diffgrad_step(
+            *(t.data_ptr() for t in (p, g, m, v, prev)), p.numel(), (ctypes.c_double * 7)(*values),
+            _DECAY if s["decay"] else 0, torch.get_num_threads(),
+        )  # fmt: skip
+        torch.autograd.graph.increment_version([p, m, v, prev])  # written behind autograd's back
+        return True
 
 
 class DiffGrad(Optimizer):
