@@ -6,6 +6,7 @@
   over memory (moments and row sums, then the projected update) where inductor emits three.
 * `diffgrad.c`: diffGrad's fused step for float32 CPU tensors (`rules/diffgrad.py`): one pass, with
   a vectorizable exp for its sigmoid.
+* `lion.c`: Lion's fused step for float32 CPU tensors (`rules/lion.py`): one pass.
 
 Each library is built once per source, compiler flags and CPU (their hash is in the file name) into
 `$OPTARENA_CACHE` (default `~/.cache/optarena`), atomically, so concurrent processes are safe.
@@ -43,6 +44,10 @@ SIGNATURES: dict[str, dict[str, tuple[list, type | None]]] = {
     "diffgrad": {
         # p, g, exp_avg, exp_avg_sq, previous_grad, numel, scalars (double[7]), flags, threads
         "optarena_diffgrad_step": ([_P, _P, _P, _P, _P, _I64, _P, _I32, _I32], None),
+    },
+    "lion": {
+        # p, g, exp_avg, numel, scalars (double[6]), threads
+        "optarena_lion_step": ([_P, _P, _P, _I64, _P, _I32], None),
     },
 }
 

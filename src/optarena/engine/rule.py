@@ -26,10 +26,11 @@ class Rule:
     * `update(p, g, state, s)` updates `p` and the working `state` tensors in place. Written with
       ordinary torch ops, it is both the eager reference and what `torch.compile` fuses.
 
-    `fused_kernel`, when set, is a fused implementation (torch's AdamW kernel, AdamP's and diffGrad's C kernels)
-    tried first on the fused path for state kept in the parameter's dtype: `fused_kernel(p, g,
-    state, s)` (`s` with Python floats) returns False, having changed nothing, for tensors it does
-    not take (the compiled `update` then runs). It must agree with `update`.
+    `fused_kernel`, when set, is a fused implementation (torch's AdamW kernel; the C kernels of
+    AdamP, SGDP, diffGrad and Lion) tried first on the fused path for state kept in the
+    parameter's dtype: `fused_kernel(p, g, state, s)` (`s` with Python floats) returns False,
+    having changed nothing, for tensors it does not take (the compiled `update` then runs). It
+    must agree with `update`.
 
     `second_moment_grad` rules take a fifth argument, `update(p, g, state, s, g2)`, when a
     transform splits the gradient (`CoordinateClip(second_moment="unclipped")`): `g2` feeds the

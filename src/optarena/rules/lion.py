@@ -1,9 +1,14 @@
-"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), google/automl's reference."""
+"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), google/automl's reference.
+
+On the fused path, float32 CPU tensors take a C kernel (`engine/lion.c`, one pass over memory); other
+tensors the compiled `update`."""
 from __future__ import annotations
+
+import ctypes
 
 import torch
 
-from ..engine import ops
+from ..engine import native, ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from ..engine.search import log_range
@@ -38,6 +43,19 @@ class LionRule(Rule):
         p.mul_(s["decay"])
         ops.add_(p, torch.sign(m * s["beta1"] + g * s["one_minus_beta1"]), s["neg_lr"])
         ops.add_(m.mul_(s["beta2"]), g, s["one_minus_beta2"])
+
+    @staticmethod
+    def fused_kernel(p, g, state, s) -> bool:
+        """The C kernel (`engine/lion.c`, one pass) for float32 CPU tensors; False, with nothing
+        updated, for anything else (the compiled `update` then runs)."""
+        m = state["exp_avg"]
+        if not native.takes(p, g, m) or (lib := native.load("lion")) is None:
+            return False
+        values = (s["decay"], s["neg_lr"], s["beta1"], s["one_minus_beta1"], s["beta2"], s["one_minus_beta2"])
+        lib.optarena_lion_step(p.data_ptr(), g.data_ptr(), m.data_ptr(), p.numel(), (ctypes.c_double * 6)(*values),
+                               torch.get_num_threads())  # fmt: skip
+        torch.autograd.graph.increment_version([p, m])  # written behind autograd's back
+        return True
 
 
 class Lion(Optimizer):

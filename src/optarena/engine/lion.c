@@ -1,0 +1,28 @@
+/* Lion's fused step for contiguous float32 tensors on CPU (the math: rules/lion.py), one pass over
+ * memory (p, g, m read; p, m written: 20 bytes per element):
+ *   p *= 1 - lr*wd;  p -= lr * sign(b1 m + (1-b1) g);  m = b2 m + (1-b2) g
+ * Each op rounds as the eager one does, except that b1 m + (1-b1) g may be contracted into a fused
+ * multiply-add: only its sign is used, which can differ only where the sum is within a rounding of
+ * zero. sign(NaN) is 0, as torch.sign. Elementwise: the result does not depend on the thread count. */
+#include <math.h>
+#include <stdint.h>
+#include <omp.h>
+
+#define SERIAL_BELOW 32768  /* smaller tensors run on one thread (same result, no fork/join) */
+
+/* s: 1 - lr*wd, -lr, beta1, 1-beta1, beta2, 1-beta2 (as float32, the precision in which torch's eager
+ * kernels apply a Python scalar to float32 tensors). */
+void optarena_lion_step(float* restrict p, const float* restrict g, float* restrict m, int64_t n, const double* s,
+                        int threads) {
+    const float decay = (float)s[0], neg_lr = (float)s[1], b1 = (float)s[2], c1 = (float)s[3];
+    const float b2 = (float)s[4], c2 = (float)s[5];
+    if (n < SERIAL_BELOW || threads < 1) threads = 1;
+    #pragma omp parallel for simd schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; ++i) {
+        float gi = g[i], mi = m[i];
+        float c = mi * b1 + gi * c1;
+        float sign = (float)((c > 0.0f) - (c < 0.0f));
+        p[i] = fmaf(sign, neg_lr, p[i] * decay);  /* exact product: one rounding, as eager's add */
+        m[i] = fmaf(gi, c2, mi * b2);
+    }
+}
