@@ -60,6 +60,25 @@ def takes(p, *others) -> bool:
     )
 
 
+def run_step(library: str, function: str, p, g, state, sizes, scalars, *flags) -> bool:
+    """Run a C fused step: `function` of `library` on the pointers of `p`, `g` and the `state`
+    tensors (in that order), then `sizes`, `scalars` (a double array), `flags` and torch's thread
+    count. False, with nothing done, where the kernels do not take these tensors (`takes`), the
+    library cannot be built, or the function declines (a negative int result: e.g. out of memory
+    before anything was written); the caller's compiled path then runs. True after marking `p` and
+    the state as written (they change behind autograd's back)."""
+    if not takes(p, g, *state) or (lib := load(library)) is None:
+        return False
+    values = (ctypes.c_double * len(scalars))(*scalars)
+    result = getattr(lib, function)(
+        *(t.data_ptr() for t in (p, g, *state)), *sizes, values, *flags, torch.get_num_threads()
+    )
+    if isinstance(result, int) and result < 0:
+        return False
+    torch.autograd.graph.increment_version([p, *state])
+    return True
+
+
 def _source(name: str) -> Path:
     return Path(__file__).with_name(f"{name}.c")
 

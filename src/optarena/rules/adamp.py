@@ -10,8 +10,6 @@ state, direction and row sums; then the projected update); other tensors the com
 """
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from ..engine import native, ops
@@ -82,28 +80,18 @@ _KERNEL_SCALARS = ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2", "eps"
 def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, scalars: dict, s) -> bool:
     """Run `engine/adamp.c`'s fused step on `p`, `g` and the state tensors (in the C function's
     order) with `scalars` (a value for each of `_KERNEL_SCALARS`); False, with nothing updated,
-    where it does not apply (not float32 on CPU, not contiguous, shapes differ, empty, or no
-    compiler: the compiled path then runs). Tensors of fewer than two dimensions take the kernel's one-pass, unprojected step.
+    where it does not apply (not float32 on CPU, not contiguous, shapes differ, empty, no
+    compiler, out of memory: the compiled path then runs). Tensors of fewer than two dimensions take
+    the kernel's one-pass, unprojected step.
 
     The result does not depend on the number of threads (each row's sums are taken in a fixed
     order), so a resumed run stays bit-identical."""
-    tensors = (p, g, *state)
-    if not native.takes(*tensors):
-        return False
-    lib = native.load("adamp")
-    if lib is None:
-        return False
     project = p.dim() >= 2
     rows = p.shape[0] if project else 1
     flags = (_NESTEROV if s["nesterov"] else 0) | (_DECAY if s["decay_on"] else 0) | (_PROJECT if project else 0)
-    values = (ctypes.c_double * len(_KERNEL_SCALARS))(*(scalars[k] for k in _KERNEL_SCALARS))
-    view = getattr(lib, function)(
-        *(t.data_ptr() for t in tensors), rows, p.numel() // rows, values, flags, torch.get_num_threads()
-    )
-    if view < 0:  # out of memory before anything was written
-        return False
-    torch.autograd.graph.increment_version([p, *state])  # written behind autograd's back
-    return True
+    values = [scalars[k] for k in _KERNEL_SCALARS]
+    sizes = (rows, p.numel() // max(rows, 1))  # (an empty tensor: declined by run_step)
+    return native.run_step("adamp", function, p, g, state, sizes, values, flags)
 
 
 def _projection_hyper() -> dict[str, Hyper]:

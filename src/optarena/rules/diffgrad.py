@@ -6,8 +6,6 @@ On the fused path, float32 CPU tensors take a C kernel (`engine/diffgrad.c`, one
 other tensors the compiled `update`."""
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from ..engine import native, ops
@@ -67,17 +65,11 @@ class DiffGradRule(Rule):
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/diffgrad.c`, one pass) for float32 CPU tensors; False, with nothing
         updated, for anything else (the compiled `update` then runs)."""
-        m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
-        if not native.takes(p, g, m, v, prev) or (lib := native.load("diffgrad")) is None:
-            return False
+        moments = (state["exp_avg"], state["exp_avg_sq"], state["previous_grad"])
         values = (s["beta1"], s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["eps"], s["weight_decay"],
                   s["neg_step_size"])  # fmt: skip
-        lib.optarena_diffgrad_step(
-            *(t.data_ptr() for t in (p, g, m, v, prev)), p.numel(), (ctypes.c_double * 7)(*values),
-            _DECAY if s["decay"] else 0, torch.get_num_threads(),
-        )  # fmt: skip
-        torch.autograd.graph.increment_version([p, m, v, prev])  # written behind autograd's back
-        return True
+        flags = _DECAY if s["decay"] else 0
+        return native.run_step("diffgrad", "optarena_diffgrad_step", p, g, moments, (p.numel(),), values, flags)
 
 
 class DiffGrad(Optimizer):

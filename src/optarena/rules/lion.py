@@ -4,8 +4,6 @@ On the fused path, float32 CPU tensors take a C kernel (`engine/lion.c`, one pas
 tensors the compiled `update`."""
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from ..engine import native, ops
@@ -48,14 +46,8 @@ class LionRule(Rule):
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/lion.c`, one pass) for float32 CPU tensors; False, with nothing
         updated, for anything else (the compiled `update` then runs)."""
-        m = state["exp_avg"]
-        if not native.takes(p, g, m) or (lib := native.load("lion")) is None:
-            return False
         values = (s["decay"], s["neg_lr"], s["beta1"], s["one_minus_beta1"], s["beta2"], s["one_minus_beta2"])
-        lib.optarena_lion_step(p.data_ptr(), g.data_ptr(), m.data_ptr(), p.numel(), (ctypes.c_double * 6)(*values),
-                               torch.get_num_threads())  # fmt: skip
-        torch.autograd.graph.increment_version([p, m])  # written behind autograd's back
-        return True
+        return native.run_step("lion", "optarena_lion_step", p, g, (state["exp_avg"],), (p.numel(),), values)
 
 
 class Lion(Optimizer):
