@@ -3,16 +3,14 @@ against the eager update."""
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 import torch
 
 import optarena
-from optarena.engine import kernels
+from native_kernels import needs_compiler
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
-                                reason="no C compiler: the compiled path runs (tested in test_generic)")  # fmt: skip
+pytestmark = needs_compiler
 # (300, 200): more elements than the kernels run on one thread; (8, 3, 5, 5): a conv weight.
 SHAPES = [(7,), (300, 200), (8, 3, 5, 5)]
 CONFIGS = {
@@ -34,17 +32,8 @@ def run(name: str, fused: bool, cfg: dict, steps: int = 10, grads=None):
     return params, opt
 
 
-@pytest.fixture
-def no_compile(monkeypatch):
-    """The kernels must take every tensor here: the compiled path would fail the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the compiled path ran")
-
-    monkeypatch.setattr(kernels, "_compiled", refuse)
-
-
 @pytest.mark.parametrize("name,cfg", CASES, ids=[f"{n}-{i}" for n, cfgs in CONFIGS.items() for i in range(len(cfgs))])
-def test_kernel_agrees_with_eager(no_compile, name, cfg):
+def test_kernel_agrees_with_eager(kernel_only, name, cfg):
     eager, opt_e = run(name, False, cfg)
     fused, opt_f = run(name, True, cfg)
     for a, b in zip(eager, fused):
@@ -55,7 +44,7 @@ def test_kernel_agrees_with_eager(no_compile, name, cfg):
 
 
 @pytest.mark.parametrize("difference", [0.0, 1e-6, 0.5, 3.0, 20.0, 87.5, 200.0, math.inf], ids=str)
-def test_diffgrad_friction_over_the_whole_range(no_compile, difference):
+def test_diffgrad_friction_over_the_whole_range(kernel_only, difference):
     """`|g_prev - g|` from zero to beyond float's exp range: the friction sigmoid(d) in (0.5, 1]."""
     def grads(k, p):  # the second step's gradient is `difference` away from the first's
         return torch.full(p.shape, 1.0 if k == 0 else 1.0 + difference)
@@ -70,7 +59,7 @@ def test_diffgrad_friction_over_the_whole_range(no_compile, difference):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_non_finite_gradients_propagate_like_eager(no_compile, name):
+def test_non_finite_gradients_propagate_like_eager(kernel_only, name):
     """With `nonfinite="propagate"` a NaN gradient spreads exactly as in eager (Lion: sign(NaN) = 0,
     as torch.sign, so its parameter stays and its moment turns NaN)."""
     def grads(k, p):

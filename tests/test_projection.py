@@ -3,7 +3,6 @@ and the fused path's C kernel (engine/adamp.c) against the eager update."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from optarena.engine import native
 from optarena.rules.adamp import _cosine, project_radial_
 
 import checkpoint
+from native_kernels import needs_compiler
 
 LR, WD, WD_RATIO, MOMENTUM = 0.1, 0.1, 0.25, 0.9
 CONFIGS = {
@@ -175,8 +175,6 @@ def test_cosine_from_sums_is_torchs_cosine_similarity(dtype):
 
 # --- The fused path's C kernel (engine/adamp.c) against the eager update -------------------------
 
-HAS_COMPILER = shutil.which("gcc") is not None or shutil.which("cc") is not None
-needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the compiled path runs (tested elsewhere)")
 # (8, 5000): rows of two work items (4096 elements each) and more elements than the kernel runs on
 # one thread; (32, 64, 5, 5): a conv weight, 1600 per row, also multi-threaded; the rest small.
 SHAPES = [(6, 40), (8, 5000), (5, 3, 3, 3), (32, 64, 5, 5)]
@@ -247,12 +245,12 @@ def assert_agree(eager, kernel, p0):
         assert torch.linalg.vector_norm(sk[key] - se[key]) <= 1e-5 * torch.linalg.vector_norm(se[key]), key
 
 
-@needs_kernel
+@needs_compiler
 def test_the_kernel_builds():
     assert native.load("adamp") is not None, "a C compiler is present but engine/adamp.c did not build"
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("view", ["channel", "layer", "none"])
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
@@ -265,7 +263,7 @@ def test_kernel_agrees_with_eager(name, nesterov, view, shape):
     assert_agree(eager, kernel, p0)
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("view", ["channel", "layer", "none"])
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 def test_kernel_without_weight_decay_agrees_with_eager(name, view):
@@ -274,7 +272,7 @@ def test_kernel_without_weight_decay_agrees_with_eager(name, view):
     assert_agree(eager, kernel, p0)
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 def test_kernel_decays_by_wd_ratio_when_it_projects(name):
     """One step from zero state on a scale-invariant weight: the radial change of each row is the
@@ -285,7 +283,7 @@ def test_kernel_decays_by_wd_ratio_when_it_projects(name):
     torch.testing.assert_close(radial, torch.full_like(radial, -SHRINK[name]), rtol=1e-4, atol=1e-7)
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
 def test_kernel_projects_sgdps_buffer_without_nesterov(nesterov):
     p0 = weight((8, 5000)).float()
@@ -299,7 +297,7 @@ def test_kernel_projects_sgdps_buffer_without_nesterov(nesterov):
         assert not torch.allclose(buf, tangential(p0.double()).float(), rtol=1e-3, atol=0)
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 @pytest.mark.parametrize("shape", [(5000,), (7,), ()], ids=str)
 def test_kernel_takes_unprojected_vectors_in_one_pass(name, shape):
@@ -309,7 +307,7 @@ def test_kernel_takes_unprojected_vectors_in_one_pass(name, shape):
     assert_agree(eager, kernel, p0)
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 def test_kernel_result_does_not_depend_on_the_number_of_threads(name):
     p0 = weight((32, 64, 5, 5)).float()
@@ -376,16 +374,10 @@ def model_params(dtype=torch.float32):
     return [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in shapes]
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
-def test_fused_optimizer_runs_the_kernel_only_and_agrees_with_eager(name, nesterov, monkeypatch):
-    from optarena.engine import kernels
-
-    def no_compile(*args, **kwargs):
-        raise AssertionError("float32 CPU tensors should take the C kernel, not torch.compile")
-
-    monkeypatch.setattr(kernels, "_compiled", no_compile)
+def test_fused_optimizer_runs_the_kernel_only_and_agrees_with_eager(name, nesterov, kernel_only):
     init, a, b = model_params(), model_params(), model_params()
     kw = {**CONFIGS[name], "nesterov": nesterov}
     train_quadratic(optarena.create(name, a, **kw), a, 5)
@@ -394,7 +386,7 @@ def test_fused_optimizer_runs_the_kernel_only_and_agrees_with_eager(name, nester
         assert torch.linalg.vector_norm(y.detach() - x.detach()) <= 1e-5 * torch.linalg.vector_norm(x - p0).detach()
 
 
-@needs_kernel
+@needs_compiler
 @pytest.mark.parametrize("name", ["adamp", "sgdp"])
 def test_fused_kernel_resumes_bit_identically(name):
     kw = {**CONFIGS[name], "nesterov": name == "adamp"}
