@@ -1,7 +1,8 @@
-"""The `optarena` command line: `optarena demo` (and, later, `optarena arena ...`).
+"""The `optarena` command line: `optarena demo` and `optarena arena run|plan|worker|report`.
 
 `main(argv)` returns the exit status instead of exiting: 0 on success, 2 on a usage error
-(unknown optimizer name, missing optional dependency, bad value). argparse itself still raises
+(unknown optimizer name, missing optional dependency, bad value, damaged storage), 130 after
+Ctrl-C (one line on stderr saying how to continue, no traceback). argparse itself still raises
 `SystemExit` for `--help` (status 0) and for malformed arguments (status 2).
 """
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import __version__
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -27,11 +29,38 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _name_list(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated optimizer names, e.g. adamw,sgd")
-    return names
+def _valid_optimizers() -> list[str]:
+    from .registry import available
+
+    return available()
+
+
+def _valid_workloads() -> list[str]:
+    from .arena.workloads import WORKLOADS
+
+    return list(WORKLOADS)
+
+
+def _names(what: str, example: str, valid: Callable[[], list[str]]) -> Callable[[str], list[str]]:
+    """An argparse type for a comma-separated list of `what` names; an empty list is an error
+    that names what the option expects (and the valid names, when they can be listed)."""
+
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        if not names:
+            try:
+                choices = f"; valid {what}s: {', '.join(valid())}"
+            except ImportError:  # the arena extra is missing: the command reports that itself
+                choices = ""
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} names, e.g. {example}, got {text!r}"
+                                             f"{choices}")  # fmt: skip
+        return names
+
+    return parse
+
+
+_optimizer_list = _names("optimizer", "adamw,sgd", _valid_optimizers)
+_workload_list = _names("workload", "rosenbrock,charlm", _valid_workloads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--optimizers",
-        type=_name_list,
+        type=_optimizer_list,
         default=None,
         metavar="A,B",
         help="comma-separated optimizer names (default: all registered)",
@@ -99,8 +128,8 @@ def _add_arena(commands: argparse._SubParsersAction) -> None:
                          ("plan", "only create the studies, for workers started elsewhere")):  # fmt: skip
         p = sub.add_parser(action, help=text, description=text)
         p.add_argument("--suite", choices=["quick", "standard"], default="quick", help="budgets (default: quick)")
-        p.add_argument("--optimizers", type=_name_list, default=None, metavar="A,B", help="default: all registered")
-        p.add_argument("--workloads", type=_name_list, default=None, metavar="A,B", help="default: all")
+        p.add_argument("--optimizers", type=_optimizer_list, default=None, metavar="A,B", help="default: all registered")
+        p.add_argument("--workloads", type=_workload_list, default=None, metavar="A,B", help="default: all")
         p.add_argument("--trials", type=_positive_int, default=None, help="tuning trials per optimizer and workload")
         p.add_argument("--seeds", type=_positive_int, default=None, help="seeds the best configuration is rerun on")
         p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per run (default: 1)")
@@ -196,6 +225,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, MissingDependencyError, ArenaError) as exc:
         print(f"optarena {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # the worker has handed its trial back; finished results are stored
+        print(f"{_prog(args)}: {_INTERRUPTED.get(getattr(args, 'arena_command', None), 'interrupted')}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return EXIT_INTERRUPTED
+
+
+_INTERRUPTED = {
+    "run": "interrupted; rerun the same command to continue",
+    "plan": "interrupted; rerun the same command to finish creating the run",
+    "worker": "interrupted; rerun the same command to continue",
+    "report": "interrupted; rerun the same command to write the report",
+}
+
+
+def _prog(args: argparse.Namespace) -> str:
+    return " ".join(["optarena", args.command] + ([args.arena_command] if getattr(args, "arena_command", None) else []))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from optuna.storages import BaseStorage
 
 from ..engine.search import default_values
 from ..registry import available, get
+from .procs import gone, this_process
 from .storage import ArenaError
 from .train import method_defaults
 from .workloads import WORKLOADS, get_workload
@@ -166,15 +167,19 @@ def create_studies(storage: BaseStorage, plan: Plan, wait: float = 60.0) -> None
 
     Rerunning with the same plan continues; a different plan under the same name is refused. Of
     several processes creating the same run at once, one creates it and the others wait for it
-    (up to `wait` seconds; after that the creator is taken for dead and the rest is filled in).
+    (until the creator, recorded as `creator`, is known to have exited, or up to `wait` seconds;
+    then the rest is filled in: an interrupted creation, or one cut off a damaged journal).
     """
     try:
         holder = optuna.create_study(storage=storage, study_name=_plan_study(plan.name))
+        holder.set_user_attr("creator", this_process())
         holder.set_user_attr("plan", plan.to_json())
     except optuna.exceptions.DuplicatedStudyError:
         holder = optuna.load_study(storage=storage, study_name=_plan_study(plan.name))
         deadline = time.monotonic() + wait
         while not holder.user_attrs.get("created") and time.monotonic() < deadline:
+            if gone(*holder.user_attrs.get("creator", ["", 0, 0])):
+                break
             time.sleep(0.5)
             holder = optuna.load_study(storage=storage, study_name=_plan_study(plan.name))
     stored = holder.user_attrs.get("plan")

@@ -186,3 +186,26 @@ def _speedup(storage: BaseStorage, plan: Plan, w: str, runs: dict[str, Any]) -> 
         mean = run["final"]["mean"]
         entry["speedup"][o] = _finite(analysis.data_equivalent_speedup(fit, mean, T)) if mean is not None else None
     return entry
+
+
+def finished_keys(results: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """What a results dict holds as done: (workload, optimizer, "tune", config) per finished tuning
+    configuration, (..., "final", seed) per seed, (..., "scale", budget) per speedup budget."""
+    keys: set[tuple[Any, ...]] = set()
+    for w, runs in (results.get("runs") or {}).items():
+        for o, run in runs.items():
+            keys |= {(w, o, "tune", t.get("config")) for t in run.get("tuning", [])
+                     if t.get("state") == "COMPLETE" or t.get("status") == "error"}  # fmt: skip
+            keys |= {(w, o, "final", s.get("seed")) for s in run.get("seeds", [])}
+    for w, entry in (results.get("speedup") or {}).items():
+        keys |= {(w, BASELINE, "scale", b) for b in entry.get("budgets", [])}
+    return keys
+
+
+def lost_results(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The results of the same run that `old` holds and `new` lacks, in words (empty: none lost)."""
+    if (old.get("settings") or {}).get("name") != (new.get("settings") or {}).get("name"):
+        return []
+    words = {"tune": "tuning configuration", "final": "seed", "scale": "budget"}
+    lost = sorted(finished_keys(old) - finished_keys(new), key=str)
+    return [f"{w}/{o} {words[kind]} {x}" for w, o, kind, x in lost]

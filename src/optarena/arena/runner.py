@@ -2,6 +2,7 @@
 then collect the results and write `results.json`, `report.md` and `report.html`."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 from .io import jsonable, write_json
 from .plan import Plan, create_studies, load_plan
-from .results import collect
+from .results import collect, lost_results
 from .storage import ArenaError, open_storage, redact
 from .workloads import get_workload
 from .workloads.base import DatasetMissingError
@@ -108,15 +109,43 @@ def run_arena(plan: Plan, url: str, out: Path, *, jobs: int = 1, progress: bool 
 
 
 def finish(storage: Any, plan: Plan, url: str, out: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Collect the results of `plan` and write results.json and the report under `out`."""
+    """Collect the results of `plan` and write results.json and the report under `out`.
+
+    Never replaces a report of the same run that holds results the storage has lost (a damaged
+    or replaced journal): `ArenaError`, and the files stay as they were. An unfinished run is
+    reported with a warning on stderr."""
     from .report import write_report
 
     results = collect(storage, plan, {"storage": redact(url), **(settings or {})})
     out = Path(out)
+    _refuse_losing_results(out / "results.json", results, url)
+    pending = Worker(storage, plan).pending()
+    if pending:
+        total = sum(len(s.configs) for s in plan.studies())
+        print(f"optarena: warning: the run {plan.name!r} is not finished ({pending} of {total} configurations still "
+              "to run): the report shows what is done, and optimizers without a finished seed appear as failed; "
+              "finish it with `optarena arena run` (same arguments) or `optarena arena worker`",
+              file=sys.stderr, flush=True)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", jsonable(results))
     files = write_report(results, out)
     return {"results": results, "files": {"results": out / "results.json", **files}}
+
+
+def _refuse_losing_results(path: Path, results: dict[str, Any], url: str) -> None:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: nothing worth keeping
+        return
+    lost = lost_results(old, results) if isinstance(old, dict) else []
+    if lost:
+        more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+        raise ArenaError(
+            f"not writing the report: {path} holds {len(lost)} result(s) of run {results['settings']['name']!r} "
+            f"that the storage {redact(url)} no longer has ({', '.join(lost[:3])}{more}), so the storage lost work "
+            f"(a damaged or replaced journal); {path.name}, report.md and report.html are left as they were. Redo "
+            "the lost work with `optarena arena run` (same arguments), or write this report elsewhere with --out"
+        )
 
 
 def work(url: str, name: str | None, *, progress: bool = True) -> int:

@@ -2,6 +2,7 @@
 
 * `journal:PATH` (or a bare path ending in `.journal`): Optuna's journal file, embedded, no
   server, safe for several processes on one machine. The default is `<out>/studies.journal`.
+  It is checked on open and its damaged tail repaired (`journal.py`).
 * `sqlite:///PATH`: one process at a time (SQLite races when many workers write).
 * `postgresql://user:pass@host:port/db` (any SQLAlchemy URL): workers on many machines share it.
 
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 
 from .errors import ArenaError
+from .journal import GuardedJournal, check_journal
 
 DEFAULT_FILE = "studies.journal"
 _RDB = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?://")
@@ -44,7 +45,8 @@ def open_storage(url: str) -> BaseStorage:
             raise ArenaError(f"storage {url!r} names a directory; give a journal file path")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            check_journal(path)
+            return JournalStorage(GuardedJournal(path))
         except OSError as err:
             raise ArenaError(f"cannot open journal storage {path}: {err}") from None
     for bare in ("postgres://", "postgresql://"):  # pin the driver the arena extra installs (psycopg 3)

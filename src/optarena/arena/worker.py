@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..registry import get
 from .plan import Plan, StudySpec
+from .procs import gone, this_process
 from .train import train
 from .workloads import get_workload
 
@@ -36,23 +36,6 @@ MAX_ATTEMPTS = 3
 """A configuration whose worker died this many times is recorded as an error (a crash it causes,
 e.g. out of memory, would otherwise take down every worker in turn)."""
 PLAN_KEYS = ("kind", "config", "seed", "steps", "params", "factor")
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Heartbeat:
@@ -68,7 +51,7 @@ class _Heartbeat:
 
     def beat(self) -> None:
         self.storage.set_trial_system_attr(
-            self.trial_id, HEARTBEAT_KEY, [time.time(), socket.gethostname(), _pid_namespace(), os.getpid(), self.interval]
+            self.trial_id, HEARTBEAT_KEY, [time.time(), *this_process(), self.interval]
         )
 
     def _run(self) -> None:
@@ -93,8 +76,7 @@ def _is_stale(trial: FrozenTrial, grace: float, now: float) -> bool:
             started = started.astimezone()
         return now - started.timestamp() > grace
     stamp, host, namespace, pid, interval = beat
-    same_processes = host == socket.gethostname() and namespace == _pid_namespace()
-    if same_processes and pid != os.getpid() and not _process_alive(int(pid)):
+    if gone(host, namespace, pid):
         return True
     return now - float(stamp) > max(grace, 3 * float(interval))
 
