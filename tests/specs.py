@@ -64,7 +64,15 @@ SPECS = {
             {"momentum": 0.9, "dampening": 0.3},
         ),
         bad=COMMON_BAD
-        + (({"momentum": -0.5}, "momentum"), ({"nesterov": True}, "nesterov"), ({"nesterov": 1}, "nesterov")),
+        + (
+            ({"momentum": -0.5}, "momentum"),
+            ({"momentum": 1.5}, "momentum"),
+            ({"momentum": 1.0}, "momentum"),
+            ({"dampening": 1.5}, "dampening"),
+            ({"dampening": -0.1}, "dampening"),
+            ({"nesterov": True}, "nesterov"),
+            ({"nesterov": 1}, "nesterov"),
+        ),
     ),
     "lion": Spec(
         "lion",
@@ -126,6 +134,7 @@ SPECS = {
             ({"momentum": -0.5}, "momentum"),
             ({"momentum": 1.0}, "momentum"),
             ({"dampening": -0.1}, "dampening"),
+            ({"dampening": 1.5}, "dampening"),
             ({"eps": -1e-8}, "eps"),
             ({"delta": -0.1}, "delta"),
             ({"wd_ratio": -0.1}, "wd_ratio"),

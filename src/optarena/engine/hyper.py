@@ -57,6 +57,14 @@ def unit_interval(name: str, value: Any) -> float:
     return value
 
 
+def fraction(name: str, value: Any) -> float:
+    """A number in [0, 1]: a share, such as the dampening of a momentum."""
+    value = _number(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
 def betas(count: int) -> Check:
     """A tuple of `count` decay rates, each in [0, 1)."""
 

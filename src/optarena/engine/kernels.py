@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 
 from .rule import Rule, Scalars
-from .storage import StateStorage
+from .layout import like_param
+from .storage import HALF, StateStorage
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, dict, Scalars], None]
 
@@ -27,17 +28,39 @@ _COMPILED: dict[tuple, Callable] = {}
 _INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
 
 
-def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None) -> None:
+def apply_eager(rule: type[Rule], storage: StateStorage, p, g, stored: dict, s: Scalars, g2=None, only_if=None) -> None:
     """Read the working state, run the rule's update, write the state back.
 
-    `g2`, when a transform split it off, is the gradient for the rule's second moment (`Rule.second_moment_grad`).
+    A half-precision parameter (bf16, fp16) is updated in float32 and rounded once ("opmath", as
+    torch's fused kernels): the rule sees float32 copies of it and of its gradients, and state
+    read in float32 (`storage.working_dtype`). `g2`, when a transform split it off, is the
+    gradient for the rule's second moment (`Rule.second_moment_grad`). `only_if` (a 0-d bool
+    tensor, in compiled steps) keeps the old parameter and state where it is False.
     """
     work = storage.read(stored, p, rule)
+    target = None
+    if p.dtype in HALF:
+        target, p, g = p, p.float(), g.float()
+        g2 = None if g2 is None else g2.float()
+    old = None if only_if is None else [t.clone() for t in (p, *work.values())]
     if g2 is None:
         rule.update(p, g, work, s)
     else:
         rule.update(p, g, work, s, g2)
+    if old is not None:
+        for new, kept in zip((p, *work.values()), old):
+            new.copy_(torch.where(only_if, new, kept))
     storage.write(stored, work, rule)
+    if target is not None:
+        target.copy_(p)
+
+
+def apply_traced(rule: type[Rule], storage: StateStorage, items: list[tuple], only_if=None) -> None:
+    """The step inside a user's `torch.compile`d training step: the rules' torch ops are traced
+    into the user's graph (and fused by its compiler), whatever `fused` says; ctypes calls, torch's
+    private fused kernels and nested compiled wrappers would only break the graph."""
+    for p, g, stored, s, g2 in items:
+        apply_eager(rule, storage, p, g, stored, s, g2, only_if)
 
 
 def _compiled(rule: type[Rule], storage: StateStorage, p: torch.Tensor, stored: dict, s: "StepScalars", g2, n: int) -> Callable:
@@ -111,8 +134,11 @@ def apply_fused(rule: type[Rule], storage: StateStorage, items: list[tuple]) -> 
     """
     buckets: dict[tuple, list[tuple]] = {}
     for p, g, stored, s, g2 in items:
+        # Kernels pair elements by memory position: a gradient laid out otherwise than its
+        # parameter (assigned by hand, `g.t().contiguous().t()`) is copied into the parameter's layout.
+        g, g2 = like_param(g, p), None if g2 is None else like_param(g2, p)
         # A rule's own fused kernel knows one gradient only: with a split-off g2 the compiled path runs.
-        if rule.fused_kernel is not None and g2 is None and storage.is_passthrough(stored, p):
+        if rule.fused_kernel is not None and g2 is None and storage.kernel_ready(stored, p):
             if rule.fused_kernel(p, g, stored, s):
                 continue
         if not rule.compilable or not _fusable(p, g, stored, g2):

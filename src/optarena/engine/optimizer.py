@@ -6,8 +6,9 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 
+from .checkpoint import check_loadable
 from .hyper import Hyper, resolve
-from .kernels import StepScalars, apply_eager, apply_fused
+from .kernels import StepScalars, apply_eager, apply_fused, apply_traced
 from .rule import Rule
 from .storage import MIN_8BIT_SIZE, StateStorage
 from .transforms import GradientTransform, SplitGradients
@@ -15,6 +16,9 @@ from .transforms import GradientTransform, SplitGradients
 NONFINITE_POLICIES = ("raise", "skip", "propagate")
 # Keys torch or its schedulers put into param groups besides hyperparameters (and the group's rule).
 GROUP_METADATA = ("params", "name", "param_names", "initial_lr", "rule")
+
+
+NONFINITE_MESSAGE = "a gradient holds inf or NaN; nothing was changed (pass nonfinite='skip' to skip such steps)"
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -36,6 +40,14 @@ def all_finite(grads: Sequence[torch.Tensor]) -> bool:
         return True
     suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
     return all(bool(torch.isfinite(grads[i]).all()) for i in suspects)
+
+
+def finite_flag(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool tensor: every gradient is finite. No host sync (for compiled steps)."""
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    device = grads[0].device
+    return torch.stack([torch.isfinite(g).all().to(device) for g in grads]).all()
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -163,11 +175,16 @@ class Optimizer(torch.optim.Optimizer):
                     raise TypeError(f"{type(self).__name__} does not support sparse gradients; use a dense gradient")
                 params.append(p)
                 grads.append(p.grad)
-        if self.nonfinite != "propagate" and not all_finite(grads):
+        compiling = torch.compiler.is_compiling()  # inside a user's torch.compile'd training step
+        only_if = None
+        if compiling and self.nonfinite == "raise":
+            # No host sync in a graph: the updates land only where every gradient is finite, and the
+            # graph raises (a RuntimeError with this message: graphs raise nothing else).
+            only_if = finite_flag(grads)
+            torch._assert_async(only_if, NONFINITE_MESSAGE)
+        elif self.nonfinite != "propagate" and not all_finite(grads):  # skip: a graph break when compiled
             if self.nonfinite == "raise":
-                raise NonFiniteGradientError(
-                    "a gradient holds inf or NaN; nothing was changed (pass nonfinite='skip' to skip such steps)"
-                )
+                raise NonFiniteGradientError(NONFINITE_MESSAGE)
             self.skipped_steps += 1
             return loss
         staged = list(zip(self.transforms, self._transform_states))
@@ -203,11 +220,15 @@ class Optimizer(torch.optim.Optimizer):
                 state["step"] += 1
                 stored = {k: v for k, v in state.items() if k != "step"}
                 step = state["step"]
-                if step not in scalars:  # computed once per group and step, shared by its tensors
-                    scalars[step] = StepScalars(rule.scalars(group, step))
+                if compiling:  # a dict keyed by the step would specialize it: a recompilation every step
+                    step_scalars = rule.scalars(group, step)
+                elif (step_scalars := scalars.get(step)) is None:  # once per group and step, shared by its tensors
+                    step_scalars = scalars[step] = StepScalars(rule.scalars(group, step))
                 g2 = second.get(id(p)) if rule.second_moment_grad else None
-                items.append((p, g, stored, scalars[step], g2))
-            if self.fused:
+                items.append((p, g, stored, step_scalars, g2))
+            if compiling:
+                apply_traced(rule, self.storage, items, only_if)
+            elif self.fused:
                 apply_fused(rule, self.storage, items)
             else:
                 for item in items:
@@ -239,6 +260,9 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a `state_dict`, after checking it against this optimizer's parameters (group and
+        parameter counts, each state's names, shapes and dtypes; `engine.checkpoint`): a mismatch
+        raises ValueError naming the parameter, and nothing is changed."""
         state_dict = dict(state_dict)
         engine = state_dict.pop("engine", None)
         if engine is not None:
@@ -253,6 +277,8 @@ class Optimizer(torch.optim.Optimizer):
                     f"state_dict holds {len(engine['transforms'])} transform states, "
                     f"this optimizer has {len(self.transforms)} transforms"
                 )
+        loaded = check_loadable(self, state_dict)
+        if engine is not None:
             self.skipped_steps = engine["skipped_steps"]
             self._transform_states = [_clone(s) for s in engine["transforms"]]
         super().load_state_dict(state_dict)
@@ -263,13 +289,7 @@ class Optimizer(torch.optim.Optimizer):
         # torch casts loaded state to each parameter's dtype and may share the given buffers.
         # Here the storage decides dtypes, so the state is taken again: copied, moved to the
         # parameter's device, dtype kept (this is what keeps resumed runs bit-identical).
-        by_id = {
-            saved_id: p
-            for saved, group in zip(state_dict["param_groups"], self.param_groups)
-            for saved_id, p in zip(saved["params"], group["params"])
-        }
-        for saved_id, state in state_dict["state"].items():
-            p = by_id[saved_id]
+        for p, state in loaded.values():
             self.state[p] = _clone(state, p.device)
 
     def __init_subclass__(cls, **kwargs):

@@ -54,6 +54,9 @@ class Rule:
     the unsigned code map (second moments)."""
     exact_state: ClassVar[tuple[str, ...]] = ()
     """State names (or prefixes) that 8-bit storage keeps in float32: bases, factors, not moments."""
+    optional_state: ClassVar[tuple[str, ...]] = ()
+    """State names, shaped like the parameter, that a rule may keep although `init` would not make
+    them under the current settings (SGD's buffer, kept while momentum is 0): checkpoints may hold them."""
     search_space: ClassVar[dict[str, Tunable]] = {}
     """The workload-agnostic ranges the arena tunes (see `engine.search`); empty: not tunable."""
     arena_kwargs: ClassVar[dict[str, Any]] = {}

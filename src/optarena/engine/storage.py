@@ -26,11 +26,22 @@ from typing import Any
 
 import torch
 
-from .quantize import dequantize_blockwise, dynamic_map, quantize_blockwise
+from .quantize import blocks, dequantize_blockwise, dynamic_map, quantize_blockwise, rounding_table
 
 PRECISIONS = (None, "fp32", "bf16", "8bit")
 MIN_8BIT_SIZE = 4096
 SCALE_SUFFIX = ".absmax"
+
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def working_dtype(stored: torch.dtype, param: torch.dtype) -> torch.dtype:
+    """The dtype a rule computes in: the wider of the stored and the parameter dtype, and float32
+    for half precision ("opmath", as torch's kernels): a bf16/fp16 update is computed in float32
+    and rounded once when it is written back, so eps and small second moments do not underflow."""
+    dtype = torch.promote_types(stored, param)
+    return torch.float32 if dtype in HALF else dtype
 
 
 def _named(names: tuple[str, ...], key: str) -> bool:
@@ -40,8 +51,9 @@ def _named(names: tuple[str, ...], key: str) -> bool:
 class StateStorage:
     """Keeps each state tensor in one form (`None`: the parameter's own dtype, as torch.optim does).
 
-    The working dtype is the wider of the stored and the parameter dtype, so bf16 state of an
-    fp32 parameter is updated in fp32; 8-bit state is decoded to float32 and re-quantized.
+    The working dtype is the wider of the stored and the parameter dtype, and float32 for half
+    precision (`working_dtype`): bf16 state is updated in fp32 and rounded once on write; 8-bit
+    state is decoded to float32 and re-quantized.
     """
 
     def __init__(self, precision: str | None = None, min_8bit_size: int = MIN_8BIT_SIZE):
@@ -54,6 +66,11 @@ class StateStorage:
         self.dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "8bit": torch.float32}[precision]
         self._maps: dict[tuple[bool, torch.device], torch.Tensor] = {}
         self._buffers: dict[tuple[int, torch.device], torch.Tensor] = {}
+        if precision == "8bit":  # built now, so that a compiled first step reads them instead of tracing their making
+            cpu = torch.device("cpu")
+            for signed in (True, False):
+                self._maps[(signed, cpu)] = dynamic_map(signed, cpu)
+                rounding_table(signed, cpu)
 
     # -- what is quantized ------------------------------------------------------------------------
     def quantizes(self, key: str, value: torch.Tensor, rule: Any) -> bool:
@@ -74,8 +91,13 @@ class StateStorage:
             self._buffers[(slot, device)] = buffer
         return buffer[:numel]
 
+    @staticmethod
+    def signed(key: str, rule: Any) -> bool:
+        """Whether state `key` takes the signed code map (not a second moment)."""
+        return not _named(getattr(rule, "nonnegative_state", ()), key)
+
     def code(self, key: str, rule: Any, device: torch.device) -> torch.Tensor:
-        signed = not _named(getattr(rule, "nonnegative_state", ()), key)
+        signed = self.signed(key, rule)
         if (signed, device) not in self._maps:
             self._maps[(signed, device)] = dynamic_map(signed, device)
         return self._maps[(signed, device)]
@@ -86,7 +108,7 @@ class StateStorage:
         if not value.is_floating_point():
             return {key: value}
         if self.quantizes(key, value, rule):
-            codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device))
+            codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device), signed=self.signed(key, rule))
             return {key: codes.view(value.shape), key + SCALE_SUFFIX: absmax}
         dtype = self.dtype or param.dtype
         return {key: value.to(dtype=dtype, memory_format=torch.preserve_format)}
@@ -104,7 +126,7 @@ class StateStorage:
             elif not value.is_floating_point():
                 work[key] = value
             else:
-                dtype = torch.promote_types(value.dtype, param.dtype)
+                dtype = working_dtype(value.dtype, param.dtype)
                 work[key] = value if value.dtype == dtype else value.to(dtype)
         return work
 
@@ -114,19 +136,33 @@ class StateStorage:
             target = stored[key]
             scale = stored.get(key + SCALE_SUFFIX)
             if scale is not None:
-                codes, absmax = quantize_blockwise(value, self.code(key, rule, value.device), out=(target, scale))
-                if codes.data_ptr() != target.data_ptr():  # the torch path (or a non-contiguous target)
-                    target.view(-1).copy_(codes)
+                codes, absmax = quantize_blockwise(
+                    value, self.code(key, rule, value.device), out=(target, scale), signed=self.signed(key, rule)
+                )
+                if not (target.is_contiguous() and scale.is_contiguous()):  # not written in place
+                    target.copy_(codes.view(target.shape))
                     scale.copy_(absmax)
             elif value is not target:
                 target.copy_(value)
 
-    def is_passthrough(self, stored: dict[str, torch.Tensor], param: torch.Tensor) -> bool:
-        """Whether `read` returns the stored tensors themselves (kernels may then update them directly)."""
+    def kernel_ready(self, stored: dict[str, torch.Tensor], param: torch.Tensor) -> bool:
+        """Whether a rule's fused kernel may update the stored tensors directly: no 8-bit codes and
+        every float state at least as wide as the parameter (the kernels compute half precision in
+        float32 themselves, as `read` does; they check dtypes and layouts on their own)."""
         return all(
             not v.is_floating_point() or torch.promote_types(v.dtype, param.dtype) == v.dtype
             for k, v in stored.items()
         ) and not any(k.endswith(SCALE_SUFFIX) for k in stored)
+
+    def layout(self, key: str, value: torch.Tensor, param: torch.Tensor, rule: Any = None) -> dict[str, tuple]:
+        """`(shape, dtype)` of each entry `encode` makes for a state tensor shaped like `value` (which
+        may live on the meta device): what `load_state_dict` checks a checkpoint against."""
+        if not value.is_floating_point():
+            return {key: (tuple(value.shape), value.dtype)}
+        if self.quantizes(key, value, rule):
+            scales = (blocks(value.numel()),)
+            return {key: (tuple(value.shape), torch.uint8), key + SCALE_SUFFIX: (scales, torch.float32)}
+        return {key: (tuple(value.shape), self.dtype or param.dtype)}
 
     def __repr__(self) -> str:
         return f"StateStorage({self.precision!r})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import native, ops
-from ..engine.hyper import Hyper, boolean, non_negative, unit_interval
+from ..engine.hyper import Hyper, boolean, fraction, non_negative, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR, adam_like_space
@@ -176,7 +176,7 @@ class SGDPRule(Rule):
     hyper = {
         "lr": lr(1e-3),
         "momentum": Hyper(0.0, unit_interval, "momentum factor (the decay is divided by 1 - momentum)"),
-        "dampening": Hyper(0.0, non_negative, "dampening of the momentum"),
+        "dampening": Hyper(0.0, fraction, "dampening of the momentum"),
         "weight_decay": weight_decay(0.0),
         "eps": eps(1e-8),
         **_projection_hyper(),

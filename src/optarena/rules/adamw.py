@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import ops
+from ..engine.layout import torch_fused_takes
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import decay_rates, eps, lr, weight_decay, adam_like_space
@@ -54,11 +55,8 @@ class AdamWRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """torch's own fused AdamW kernel (same math, one pass over memory)."""
-        if not hasattr(torch, "_fused_adamw_"):  # a private torch kernel: the compiled rule runs where it is missing
-            return False
-        if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-            return False
-        if not all(t.dtype == p.dtype for t in (g, *state.values())):
+        # A private torch kernel: the compiled rule runs where it is missing or does not take the tensors.
+        if not hasattr(torch, "_fused_adamw_") or not torch_fused_takes(p, g, state["exp_avg"], state["exp_avg_sq"]):
             return False
         step = torch.tensor(s["step"], dtype=torch.float32, device=p.device)
         torch._fused_adamw_(

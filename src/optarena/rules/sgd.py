@@ -4,10 +4,14 @@ from __future__ import annotations
 import torch
 
 from ..engine import ops
-from ..engine.hyper import Hyper, boolean, non_negative
+from ..engine.hyper import Hyper, boolean, fraction, unit_interval
+from ..engine.layout import torch_fused_takes
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from .common import lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR
+
+
+_WIDE = (torch.float32, torch.float64)
 
 
 class SGDRule(Rule):
@@ -18,11 +22,12 @@ class SGDRule(Rule):
     at 0, so its first value is `(1-dampening)*g` where torch.optim takes `g`: the same unless
     dampening is set."""
 
+    optional_state = ("momentum_buffer",)  # kept (and ignored) while momentum is 0
     search_space = {"lr": SGD_LR, "weight_decay": COUPLED_DECAY, "momentum": MOMENTUM}
     hyper = {
         "lr": lr(1e-3),
-        "momentum": Hyper(0.0, non_negative, "momentum factor"),
-        "dampening": Hyper(0.0, non_negative, "dampening of the momentum"),
+        "momentum": Hyper(0.0, unit_interval, "momentum factor"),
+        "dampening": Hyper(0.0, fraction, "dampening of the momentum"),
         "weight_decay": weight_decay(0.0),
         "nesterov": Hyper(False, boolean, "Nesterov momentum"),
     }
@@ -73,11 +78,10 @@ class SGDRule(Rule):
     def fused_kernel(p, g, state, s) -> bool:
         """torch's own fused SGD kernel (same math, one pass over memory)."""
         buf = state.get("momentum_buffer") if s["use_momentum"] else None
-        if not hasattr(torch, "_fused_sgd_"):  # a private torch kernel: the compiled rule runs where it is missing
-            return False
-        if p.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-            return False
-        if g.dtype != p.dtype or (buf is not None and buf.dtype != p.dtype):
+        # A private torch kernel: the compiled rule runs where it is missing or does not take the tensors.
+        # Not for bf16/fp16: on CPU (torch 2.13) it updates only the last numel % 16 elements of those.
+        state = () if buf is None else (buf,)
+        if not hasattr(torch, "_fused_sgd_") or not torch_fused_takes(p, g, *state, dtypes=_WIDE):
             return False
         torch._fused_sgd_(
             [p], [g], [] if buf is None else [buf],
