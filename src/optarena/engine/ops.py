@@ -2,9 +2,10 @@
 
 With a float (the eager path) and operands of one dtype they call torch's own fused ops
 (`lerp_`, `addcmul_`, ...), so an eager rule matches torch.optim's kernels bit for bit; with a
-0-d tensor (the compiled path, where scalars are tensors so a new lr never recompiles) or mixed
-dtypes (bf16 parameters with fp32 state) they fall back to plain arithmetic, computed in the
-wider dtype and rounded once into `x`. Rules use these instead of `alpha=`/`value=` arguments.
+0-d tensor (the compiled path, where scalars are tensors so a new lr never recompiles), inside a
+user's compiled step (where floats are symbolic) or with mixed dtypes (bf16 parameters with fp32
+state) they fall back to plain arithmetic, computed in the wider dtype and rounded once into `x`.
+Rules use these instead of `alpha=`/`value=` arguments.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ Scalar = float | torch.Tensor
 
 
 def _native(scalar: Scalar, x: torch.Tensor, *others: torch.Tensor) -> bool:
-    return isinstance(scalar, float) and all(t.dtype == x.dtype for t in others)
+    # Traced in a user's compiled step, floats are symbolic: an op's `alpha=`/`weight` argument
+    # would specialize them (a recompilation per new lr), arithmetic does not.
+    return isinstance(scalar, float) and all(t.dtype == x.dtype for t in others) and not torch.compiler.is_compiling()
 
 
 def add_(x: torch.Tensor, y: torch.Tensor, alpha: Scalar) -> torch.Tensor:

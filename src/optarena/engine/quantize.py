@@ -49,7 +49,19 @@ def midpoints(code: torch.Tensor) -> torch.Tensor:
     return (code[:-1] + code[1:]) / 2
 
 
-@functools.lru_cache(maxsize=None)
+_TABLES: dict[tuple[bool, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def rounding_table(signed: bool, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`_rounding_table`, built once per (map, device) and kept in a plain dict: a compiled step
+    (torch.compile ignores `lru_cache`) then reads the built tables instead of tracing their
+    construction, provided they were built before (`StateStorage` builds the CPU ones)."""
+    key = (bool(signed), torch.device(device))
+    if key not in _TABLES:
+        _TABLES[key] = _rounding_table(*key)
+    return _TABLES[key]
+
+
 def _rounding_table(signed: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest rounding as two lookups keyed by a float32's top 16 bits (sign, exponent, 7 bits
     of mantissa). Such a key spans a relative width of 2**-7, narrower than any gap between
@@ -70,7 +82,7 @@ def _rounding_table(signed: bool, device: torch.device) -> tuple[torch.Tensor, t
 
 
 def _nearest(scaled: torch.Tensor, signed: bool) -> torch.Tensor:
-    low, above = _rounding_table(signed, scaled.device)
+    low, above = rounding_table(signed, scaled.device)
     # the float's top 16 bits: the high half of each float32, read as uint16
     key = scaled.view(torch.uint16).view(*scaled.shape, 2)[..., _HIGH_HALF].to(torch.int32).reshape(-1)
     out = low.index_select(0, key).view(scaled.shape)
@@ -92,7 +104,7 @@ def _packed_table(signed: bool) -> torch.Tensor:
     """The rounding table as one int32 per key for the C codec: `low << 16 | threshold`, where a
     value of that key lies above the key's midpoint exactly when its low 16 bits (flipped for
     negative floats, which order the other way) exceed `threshold` (0xFFFF: no midpoint)."""
-    low, above = _rounding_table(signed, torch.device("cpu"))
+    low, above = rounding_table(signed)
     keys = torch.arange(65536, dtype=torch.int32)
     has = torch.isfinite(above)
     mid_bits = torch.where(has, above, torch.zeros_like(above)).view(torch.int32)
@@ -105,7 +117,7 @@ def _packed_table(signed: bool) -> torch.Tensor:
 
 def _native(tensor: torch.Tensor, block: int, native: bool | None):
     """The C codec when it applies (CPU, bitsandbytes' block size) and is not turned off."""
-    if native is False or block != BLOCK or tensor.device.type != "cpu":
+    if native is False or block != BLOCK or tensor.device.type != "cpu" or torch.compiler.is_compiling():
         return None
     from . import native as library
 
@@ -113,35 +125,35 @@ def _native(tensor: torch.Tensor, block: int, native: bool | None):
 
 
 def quantize_blockwise(x: torch.Tensor, code: torch.Tensor, block: int = BLOCK, native: bool | None = None,
-                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       signed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`(codes, absmax)`: uint8 codes of `x` flattened (`numel` of them) and the float32 absmax of
     each block of `block` values (the last block partial). `code` must be one of the two dynamic
     maps (its sign picks the rounding table). A block of zeros gets absmax 0 and code 0's value.
     On CPU the C codec (`native.py`) computes the same codes; `native=False` forces torch ops.
-    `out=(codes, absmax)`: contiguous tensors to write into (the C codec then allocates nothing)."""
-    signed = bool(code[0] < 0)
+    `out=(codes, absmax)`: contiguous tensors to write into (nothing else is then allocated for them).
+    `signed`: which map `code` is, when the caller knows (reading it from `code` syncs with the device)."""
+    signed = bool(code[0] < 0) if signed is None else signed
     flat = x.detach().reshape(-1).float()
     lib = _native(flat, block, native)
+    if out is not None and out[0].is_contiguous() and out[1].is_contiguous():
+        codes, absmax = out[0].view(-1), out[1]
+    else:
+        codes = torch.empty(flat.numel(), dtype=torch.uint8, device=x.device)
+        absmax = torch.empty(blocks(flat.numel(), block), dtype=torch.float32, device=x.device)
     if lib is not None:
         flat = flat.contiguous()
-        if out is not None and out[0].is_contiguous() and out[1].is_contiguous():
-            codes, absmax = out[0].view(-1), out[1]
-        else:
-            codes = torch.empty(flat.numel(), dtype=torch.uint8)
-            absmax = torch.empty(blocks(flat.numel(), block), dtype=torch.float32)
         lib.optarena_encode(flat.data_ptr(), codes.data_ptr(), absmax.data_ptr(), _packed_table(signed).data_ptr(),
                             flat.numel(), torch.get_num_threads())  # fmt: skip
         return codes, absmax
     grid, tail = _split(flat, block)
-    absmax = torch.empty(blocks(flat.numel(), block), dtype=torch.float32, device=x.device)
-    codes = torch.empty(flat.numel(), dtype=torch.uint8, device=x.device)
-    for part, scale, out in ((grid, absmax[: grid.shape[0]], codes[: grid.numel()]),
-                             (tail.view(1, -1), absmax[grid.shape[0]:], codes[grid.numel():])):  # fmt: skip
+    for part, scale, dest in ((grid, absmax[: grid.shape[0]], codes[: grid.numel()]),
+                              (tail.view(1, -1), absmax[grid.shape[0]:], codes[grid.numel():])):  # fmt: skip
         if part.numel() == 0:
             continue
         torch.amax(part.abs(), dim=1, out=scale)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(1)
-        out.copy_(_nearest(part / safe, signed).view(-1))
+        dest.copy_(_nearest(part / safe, signed).view(-1))
     return codes, absmax
 
 

@@ -71,6 +71,15 @@ def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
+def clip_factor(tensors: list[torch.Tensor], max_norm: float, eps: float) -> float | torch.Tensor:
+    """`min(1, max_norm / (||t|| + eps))` over all `tensors`: a Python float (computed in double),
+    or, inside a user's compiled step, a 0-d tensor (a float would need a host sync: a graph break)."""
+    norm = global_norm(tensors)
+    if torch.compiler.is_compiling():
+        return torch.clamp(max_norm / (norm + eps), max=1.0)
+    return min(1.0, max_norm / (norm.item() + eps))
+
+
 class GlobalNormClip(GradientTransform):
     """Scale all gradients by `min(1, max_norm / (||g|| + eps))`, `||g||` the norm over all of them.
 
@@ -84,8 +93,8 @@ class GlobalNormClip(GradientTransform):
         self.always_scale = always_scale
 
     def update(self, grads, params, state):
-        coef = min(1.0, self.max_norm / (global_norm(grads).item() + self.eps))
-        if coef < 1.0 or self.always_scale:
+        coef = clip_factor(grads, self.max_norm, self.eps)
+        if isinstance(coef, torch.Tensor) or coef < 1.0 or self.always_scale:
             for g in grads:
                 g.mul_(coef)
         return grads
@@ -244,5 +253,5 @@ class UpdateClip(GradientTransform):
         self.eps = non_negative("eps", eps)
 
     def update(self, grads, params, state):
-        coef = min(1.0, self.max_norm / (global_norm(grads).item() + self.eps))
-        return grads if coef == 1.0 else [u * coef for u in grads]
+        coef = clip_factor(grads, self.max_norm, self.eps)
+        return grads if not isinstance(coef, torch.Tensor) and coef == 1.0 else [u * coef for u in grads]
