@@ -217,3 +217,8 @@ def test_adan_variants_follow_the_reference_equations(no_prox, max_grad_norm):
         assert (got.double() - want).norm() <= 1e-5 * (want - init.double()).norm()
     if max_grad_norm:
         assert grads[-1][0].norm() > 0.7 and params[0].grad.norm() < grads[-1][0].norm()  # p.grad clipped in place
+
+
+def test_a_set_of_parameters_is_refused():
+    with pytest.raises(TypeError, match="ordered collection"):
+        optarena.SGD({torch.zeros(2, requires_grad=True)})

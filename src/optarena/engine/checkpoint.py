@@ -86,10 +86,16 @@ def _checked(storage: Any, p: torch.Tensor, state: Any, rule: Any, group: dict, 
                 f"state {key!r} of {label}: expected shape {shape} {_dtype(dtype)}, "
                 f"found shape {tuple(value.shape)} {_dtype(value.dtype)}{_hint(storage, value, dtype)}"
             )
-    missing = [k for k in required if k not in state and k.split(".")[0] not in recreated]
+    # A state the engine recreates may be missing as a whole (codes and scales), never in part.
+    missing = [k for k in required if k not in state and not (_base(k) in recreated and _base(k) not in state)]
     if missing:
         raise ValueError(f"state of {label} lacks {', '.join(map(repr, missing))} (it has {', '.join(map(repr, state))})")
     return state
+
+
+def _base(entry: str) -> str:
+    """The state an entry belongs to: `exp_avg` for `exp_avg.absmax`."""
+    return entry.split(".")[0]
 
 
 def _step(step: Any, label: str) -> int:

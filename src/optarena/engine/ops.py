@@ -38,3 +38,14 @@ def addcmul_(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: Scalar) -
 def addcdiv_(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: Scalar) -> torch.Tensor:
     """x += value * a / b"""
     return x.addcdiv_(a, b, value=value) if _native(value, x, a, b) else x.add_(a / b * value)
+
+
+def decomposable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(x with its non-finite entries zeroed, poison)`, `poison` a 0-d tensor: 0, or NaN when `x`
+    held inf/NaN. A decomposition (SVD, eigh, QR) of a non-finite matrix raises instead of
+    propagating; adding `poison` to what is computed from the zeroed matrix propagates NaN the
+    way element-wise math does (`nonfinite="propagate"`, an overflowing outer product), without
+    a host sync."""
+    finite = torch.isfinite(x)
+    poison = torch.where(finite.all(), 0.0, float("nan")).to(x.dtype)
+    return torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device)), poison

@@ -86,10 +86,14 @@ class Optimizer(torch.optim.Optimizer):
         **hyperparameters: Any,
     ):
         name = type(self).__name__
+        if isinstance(params, (set, frozenset)):
+            raise TypeError("params must be an ordered collection (a set's order changes between runs); use a list")
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         if not isinstance(fused, bool):
             raise ValueError(f"fused must be True or False, got {fused!r}")
+        if isinstance(transforms, (GradientTransform, str)) or not hasattr(transforms, "__iter__"):
+            raise ValueError(f"transforms must be a list of GradientTransform instances, got {transforms!r}")
         transforms = list(transforms)
         for t in transforms:
             if not isinstance(t, GradientTransform):

@@ -126,7 +126,9 @@ class StateStorage:
             elif not value.is_floating_point():
                 work[key] = value
             else:
-                dtype = working_dtype(value.dtype, param.dtype)
+                # 8-bit storage works in float32 (its codes decode to float32): so does the state
+                # it keeps exact, whatever the parameter's dtype, or the two would meet in one product.
+                dtype = working_dtype(value.dtype, torch.float32 if self.precision == "8bit" else param.dtype)
                 work[key] = value if value.dtype == dtype else value.to(dtype)
         return work
 

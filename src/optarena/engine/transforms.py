@@ -67,7 +67,7 @@ def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     if not grads:
         return torch.zeros(())
     device = grads[0].device  # parameters may live on several devices: gather the norms on one
-    norms = [torch.linalg.vector_norm(g, dtype=torch.float32).to(device) for g in grads]
+    norms = [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)).to(device) for g in grads]
     return torch.linalg.vector_norm(torch.stack(norms))
 
 

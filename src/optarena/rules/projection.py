@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.ops import decomposable
+
 PROJ_TYPES = ("std", "reverse_std", "left", "right")
 
 
@@ -56,9 +58,10 @@ def svd_basis(x: torch.Tensor, right: bool, rank: int | None = None) -> torch.Te
     of consecutive bases matter and no sign normalization is applied.
     """
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, poison = decomposable(x.to(work))  # a non-finite gradient gives a NaN basis, not an exception
     # Row-major operands: a transposed layout would change the SVD's rounding.
-    U, _, Vh = torch.linalg.svd(x.to(work).contiguous(), full_matrices=False)
-    return Vh[:rank] if right else U[:, :rank]
+    U, _, Vh = torch.linalg.svd(x.contiguous(), full_matrices=False)
+    return (Vh[:rank] if right else U[:, :rank]) + poison
 
 
 def project(x: torch.Tensor, basis: torch.Tensor, right: bool) -> torch.Tensor:

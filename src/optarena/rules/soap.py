@@ -43,6 +43,7 @@ import math
 import torch
 
 from ..engine import ops
+from ..engine.ops import decomposable
 from ..engine.hyper import Hyper, boolean, integer
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
@@ -110,14 +111,14 @@ def _linalg_dtype(t: torch.Tensor) -> torch.dtype:
 
 def eigenbasis(gg: torch.Tensor) -> torch.Tensor:
     """Eigenvectors of the symmetric factor, columns in descending eigenvalue order."""
-    a = gg.to(_linalg_dtype(gg))
+    a, poison = decomposable(gg.to(_linalg_dtype(gg)))  # a non-finite factor gives a NaN basis
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     try:
         _, q = torch.linalg.eigh(a + 1e-30 * eye)
     except RuntimeError:  # no convergence: retry in double precision, as the reference does
         _, q = torch.linalg.eigh(a.double() + 1e-30 * eye.double())
         q = q.to(a.dtype)
-    return torch.flip(q, [1]).to(gg.dtype)
+    return (torch.flip(q, [1]) + poison).to(gg.dtype)
 
 
 class SOAPRule(Rule):
@@ -205,7 +206,8 @@ class SOAPRule(Rule):
                 a, o = gg.to(dtype), q.to(dtype)
                 order = torch.argsort(torch.diagonal(o.T @ a @ o), descending=True)
                 v.copy_(v.index_select(k, order))
-                q.copy_(torch.linalg.qr(a @ o[:, order]).Q.to(q.dtype))
+                power, poison = decomposable(a @ o[:, order])
+                q.copy_((torch.linalg.qr(power).Q + poison).to(q.dtype))
         m.copy_(project(m_param, bases))
 
 
