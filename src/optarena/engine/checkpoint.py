@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+
 def check_loadable(optimizer: Any, state_dict: dict[str, Any]) -> dict[Any, tuple[torch.Tensor, dict]]:
     """Validate `state_dict` (without its "engine" entry) for `optimizer`; return each saved
     parameter id's `(parameter, state)` with `step` as a Python int. Raises ValueError."""

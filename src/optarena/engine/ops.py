@@ -6,6 +6,9 @@ With a float (the eager path) and operands of one dtype they call torch's own fu
 user's compiled step (where floats are symbolic) or with mixed dtypes (bf16 parameters with fp32
 state) they fall back to plain arithmetic, computed in the wider dtype and rounded once into `x`.
 Rules use these instead of `alpha=`/`value=` arguments.
+
+`decomposable` prepares a matrix for a decomposition (SVD, eigh, QR) that must propagate NaN
+instead of raising, as element-wise ops do; Conda, GaLore, Fira and SOAP share it.
 """
 from __future__ import annotations
 

@@ -67,10 +67,9 @@ class StateStorage:
         self._maps: dict[tuple[bool, torch.device], torch.Tensor] = {}
         self._buffers: dict[tuple[int, torch.device], torch.Tensor] = {}
         if precision == "8bit":  # built now, so that a compiled first step reads them instead of tracing their making
-            cpu = torch.device("cpu")
             for signed in (True, False):
-                self._maps[(signed, cpu)] = dynamic_map(signed, cpu)
-                rounding_table(signed, cpu)
+                self._map(signed, torch.device("cpu"))
+                rounding_table(signed)
 
     # -- what is quantized ------------------------------------------------------------------------
     def quantizes(self, key: str, value: torch.Tensor, rule: Any) -> bool:
@@ -97,7 +96,9 @@ class StateStorage:
         return not _named(getattr(rule, "nonnegative_state", ()), key)
 
     def code(self, key: str, rule: Any, device: torch.device) -> torch.Tensor:
-        signed = self.signed(key, rule)
+        return self._map(self.signed(key, rule), device)
+
+    def _map(self, signed: bool, device: torch.device) -> torch.Tensor:
         if (signed, device) not in self._maps:
             self._maps[(signed, device)] = dynamic_map(signed, device)
         return self._maps[(signed, device)]
