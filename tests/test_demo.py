@@ -14,16 +14,17 @@ import pytest
 import torch
 
 import optarena
+import optarena.arena.train
 from optarena import cli, demo
 
-STEPS = 150  # AdamW reaches ~0.95 validation accuracy here (0.91-0.94 already at 100 steps); ~1-2 s
+STEPS = 150  # AdamW reaches ~0.95 validation accuracy here; ~1-2 s
 # One thread: the model is tiny, and two threads on a busy 2-core machine spin-wait badly.
 
 
 @pytest.fixture(scope="module")
 def rows():
     pytest.importorskip("sklearn")
-    return demo.run_demo(["adamw", "sgd"], steps=STEPS, batch_size=64, seed=0, threads=1)
+    return demo.run_demo(["adamw", "sgd"], steps=STEPS, seed=0, threads=1)
 
 
 @pytest.mark.slow
@@ -37,6 +38,7 @@ def test_rows_have_the_documented_fields(rows):
         assert math.isfinite(r["val_loss"]) and math.isfinite(r["train_loss"])
         assert 0.0 < r["step_ms"] <= r["iter_ms"]
         assert r["seconds"] > 0
+    assert rows[0]["state_bytes_per_param"] == 8.0  # AdamW: two float32 moments
 
 
 @pytest.mark.slow
@@ -46,6 +48,7 @@ def test_adamw_learns_the_digits(rows):
     assert adamw["val_acc"] > 0.85
     assert adamw["val_loss"] < 0.6
     # SGD at its defaults (lr 1e-3, no momentum) barely moves in 150 steps: the optimizers really differ.
+    # (Both ran through the arena's loop, so with its warm-up and cosine decay.)
     assert sgd["val_acc"] < adamw["val_acc"] - 0.3
 
 
@@ -57,20 +60,34 @@ def test_same_seed_same_result(rows):
     assert again["train_loss"] == rows[0]["train_loss"]
 
 
+def test_the_demo_is_the_arena_workload():
+    pytest.importorskip("sklearn")
+    from optarena.arena.workloads import get_workload
+
+    assert get_workload(demo.WORKLOAD).name == "digits-mlp"
+    assert "digits" in demo.header(["adamw"], 10, 0, 1) and "adamw" in demo.header(["adamw"], 10, 0, 1)
+
+
 @pytest.mark.slow
 def test_run_demo_restores_threads_and_global_rng():
     pytest.importorskip("sklearn")
     threads = torch.get_num_threads()
     rng = torch.get_rng_state()
-    demo.run_demo(["sgd"], steps=3, threads=1)
+    demo.run_demo(["sgd"], steps=3, threads=1 if threads > 1 else 2)
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def _build_with(make):
+    """A stand-in for the arena's `build_optimizer(name, model, values)` (demo runs go through it)."""
+    return lambda name, model, values: make(name, model.parameters())
 
 
 @pytest.mark.slow
 def test_diverging_loss_is_reported_not_raised(monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr(demo, "create", lambda name, params: optarena.create(name, params, lr=1e8))
+    monkeypatch.setattr(optarena.arena.train, "build_optimizer",
+                        _build_with(lambda name, params: optarena.create(name, params, lr=1e8)))  # fmt: skip
     rows = demo.run_demo(["sgd", "adamw"], steps=50, threads=1)
     for r in rows:
         assert r["status"] == "diverged"
@@ -90,7 +107,8 @@ class _RefusesAtStep3(torch.optim.SGD):
 @pytest.mark.slow
 def test_nonfinite_gradient_error_marks_diverged(monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr(demo, "create", lambda name, params: _RefusesAtStep3(params, lr=1e-3))
+    refusing = _build_with(lambda name, params: _RefusesAtStep3(params, lr=1e-3))
+    monkeypatch.setattr(optarena.arena.train, "build_optimizer", refusing)
     (row,) = demo.run_demo(["sgd"], steps=10, threads=1)
     assert row["status"] == "diverged" and row["diverged_at"] == 3 and row["steps_done"] == 2
 
@@ -128,8 +146,9 @@ def test_demo_help_and_python_dash_m():
     out = subprocess.run(
         [sys.executable, "-m", "optarena", "demo", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ("--optimizers", "--steps", "--batch-size", "--seed", "--threads"):
+    for flag in ("--optimizers", "--steps", "--seed", "--threads"):
         assert flag in out
+    assert "--batch-size" not in out  # the workload fixes the batch
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -140,14 +159,15 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_format_table_shows_every_optimizer():
     rows = [
         dict.fromkeys(demo.ROW_FIELDS) | dict(optimizer="adamw", status="ok", val_loss=0.1, val_acc=0.97,
-                                               train_loss=0.02, step_ms=0.4, iter_ms=0.9, steps_done=5),
+                                               train_loss=0.02, step_ms=0.4, iter_ms=0.9, steps_done=5,
+                                               state_bytes_per_param=8.0),
         dict.fromkeys(demo.ROW_FIELDS) | dict(optimizer="lion", status="diverged", diverged_at=7, steps_done=6,
                                                step_ms=0.3, iter_ms=0.8),
     ]
     table = demo.format_table(rows)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["optimizer", "val", "loss"]
-    assert "97.00%" in table and "diverged at step 7" in table
+    assert "97.00%" in table and "diverged at step 7" in table and "8.00" in table
     assert "optimizer.step() alone" in table
 
 

@@ -13,7 +13,6 @@ from optarena.arena.analysis import (
     effective_rank,
     excess_kurtosis,
     fit_power_law,
-    median_steps,
     performance_profile,
     profile_score,
     steps_to_target,
@@ -62,30 +61,6 @@ def test_steps_to_target_bad_input():
         steps_to_target([(0, 0.1), (1,)], 0.5, higher_is_better=True)
     with pytest.raises(ValueError, match="target"):
         steps_to_target([(0, 0.1)], math.nan, higher_is_better=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# median_steps
-
-
-def test_median_steps():
-    assert median_steps([10, 30, 20]) == 20.0
-    assert median_steps([40, 10, 30, 20]) == 25.0  # (20 + 30) / 2
-    assert median_steps([10, INF, 20]) == 20.0  # one miss of three: sorted 10, 20, inf
-    assert median_steps([10, 20, 30, INF]) == 25.0  # (20 + 30) / 2
-    assert median_steps([10, INF, INF]) == INF  # more than half missed
-    assert median_steps([10, 20, INF, INF]) == INF  # (20 + inf) / 2
-    assert median_steps([INF]) == INF
-    assert median_steps(iter([3.0])) == 3.0
-
-
-def test_median_steps_bad_input():
-    with pytest.raises(ValueError, match="values"):
-        median_steps([])
-    with pytest.raises(ValueError, match="values"):
-        median_steps([1.0, math.nan])
-    with pytest.raises(ValueError, match="values"):
-        median_steps([1.0, -INF])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ __all__ = [
     "effective_rank",
     "excess_kurtosis",
     "fit_power_law",
-    "median_steps",
     "performance_profile",
     "profile_score",
     "steps_to_target",
@@ -76,27 +75,6 @@ def steps_to_target(curve: Sequence[tuple[float, float]], target: float, higher_
             if (metric >= target) if higher_is_better else (metric <= target):
                 reached = step  # keep scanning only to validate the order of the rest
     return reached
-
-
-def median_steps(values: Iterable[float]) -> float:
-    """Median over seeds of steps to target, where `math.inf` (target missed) is a valid value.
-
-    Infinity sorts above every step, so the median is well defined: it is `inf` when more than half
-    of the seeds missed, and also when exactly half missed with an even count (the two middle values
-    are averaged, one of them infinite). The median rather than the mean keeps one slow seed from
-    deciding the result.
-    """
-    arr = _float_array(list(values), "values")
-    if arr.size == 0:
-        raise ValueError("values must not be empty")
-    if np.isnan(arr).any() or (arr == -np.inf).any():
-        raise ValueError(f"values must be steps or +inf (a miss), got {arr.tolist()}")
-    arr = np.sort(arr)
-    mid = arr.size // 2
-    if arr.size % 2:
-        return float(arr[mid])
-    lo, hi = arr[mid - 1], arr[mid]
-    return math.inf if hi == math.inf else float((lo + hi) / 2)
 
 
 # ---------------------------------------------------------------------------------------------

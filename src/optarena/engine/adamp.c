@@ -31,8 +31,8 @@ enum { ADAMP = 0, SGDP = 1 };
 enum { NESTEROV = 1, DECAY = 2, PROJECT = 4 };
 enum { NONE = 0, CHANNEL = 1, LAYER = 2 };
 
-/* The scalars, from a double array (see the entry points for the layouts), in float32: the
- * precision in which torch's eager kernels apply a Python scalar to float32 tensors. */
+/* The scalars (see the entry points), in float32: the precision in which torch's eager kernels
+ * apply a Python scalar to float32 tensors. */
 typedef struct {
     float a, b;       /* AdamP: beta1, beta2; SGDP: momentum, unused */
     float ca, cb;     /* AdamP: 1-beta1, 1-beta2; SGDP: 1-dampening, unused */
@@ -229,23 +229,25 @@ static int step(int kind, int nest, const consts c, int flags, float* restrict p
     return view;
 }
 
-static consts read_consts(const double* s) {
-    consts c = {(float)s[0], (float)s[1], (float)s[2], (float)s[3], (float)s[4],
-                (float)(1.0 / s[5]), (float)s[6], (float)s[7], (float)s[8], (float)s[9]};
-    return c;
-}
-
-/* s: beta1, beta2, 1-beta1, 1-beta2, eps, sqrt(1-beta2^t), -lr/(1-beta1^t), decay, decay_projected, delta.
- * flags: NESTEROV | DECAY | PROJECT. Returns the view used (0 none, 1 channel, 2 layer), -1 when
- * out of memory (nothing updated). */
+/* AdamP: neg_step_size = -lr/(1-beta1^t), bias_correction2_sqrt = sqrt(1-beta2^t); the scalars'
+ * names and order: native.ADAMP. flags: NESTEROV | DECAY | PROJECT. Returns the view used (0 none,
+ * 1 channel, 2 layer), -1 when out of memory (nothing updated). */
 int optarena_adamp_step(float* p, const float* g, float* exp_avg, float* exp_avg_sq, int64_t rows, int64_t cols,
-                        const double* s, int flags, int threads) {
-    return step(ADAMP, flags & NESTEROV, read_consts(s), flags, p, g, exp_avg, exp_avg_sq, rows, cols, threads);
+                        double beta1, double beta2, double one_minus_beta1, double one_minus_beta2, double eps,
+                        double bias_correction2_sqrt, double neg_step_size, double decay, double decay_projected,
+                        double delta, int flags, int threads) {
+    consts c = {(float)beta1, (float)beta2, (float)one_minus_beta1, (float)one_minus_beta2, (float)eps,
+                (float)(1.0 / bias_correction2_sqrt), (float)neg_step_size, (float)decay, (float)decay_projected,
+                (float)delta};
+    return step(ADAMP, flags & NESTEROV, c, flags, p, g, exp_avg, exp_avg_sq, rows, cols, threads);
 }
 
-/* s: momentum, 0, 1-dampening, 0, eps, 1, -lr, decay, decay_projected, delta (decays include the
- * 1/(1-momentum)). Flags and result as for AdamP. */
-int optarena_sgdp_step(float* p, const float* g, float* buffer, int64_t rows, int64_t cols, const double* s,
+/* SGDP: take = 1 - dampening, neg_lr = -lr, the decays include the 1/(1-momentum); the scalars'
+ * names and order: native.SGDP. Flags and result as for AdamP. */
+int optarena_sgdp_step(float* p, const float* g, float* buffer, int64_t rows, int64_t cols, double momentum,
+                       double take, double eps, double neg_lr, double decay, double decay_projected, double delta,
                        int flags, int threads) {
-    return step(SGDP, flags & NESTEROV, read_consts(s), flags, p, g, buffer, 0, rows, cols, threads);
+    consts c = {(float)momentum, 0.0f, (float)take, 0.0f, (float)eps, 1.0f, (float)neg_lr, (float)decay,
+                (float)decay_projected, (float)delta};
+    return step(SGDP, flags & NESTEROV, c, flags, p, g, buffer, 0, rows, cols, threads);
 }

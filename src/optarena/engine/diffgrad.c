@@ -32,12 +32,15 @@ static inline float exp_neg(float d) {
     return d == d ? q * scale.f : d;  /* NaN in, NaN out */
 }
 
-/* s: beta1, beta2, 1-beta1, 1-beta2, eps, weight_decay, -lr*sqrt(1-beta2^t)/(1-beta1^t) (as float32,
- * the precision in which torch's eager kernels apply a Python scalar to float32 tensors). */
+/* neg_step_size = -lr*sqrt(1-beta2^t)/(1-beta1^t); the scalars (their names and order:
+ * native.DIFFGRAD) are applied as float32, the precision in which torch's eager kernels apply a
+ * Python scalar to float32 tensors. */
 void optarena_diffgrad_step(float* restrict p, const float* restrict g, float* restrict m, float* restrict v,
-                            float* restrict prev, int64_t n, const double* s, int flags, int threads) {
-    const float b1 = (float)s[0], b2 = (float)s[1], c1 = (float)s[2], c2 = (float)s[3], eps = (float)s[4];
-    const float wd = (flags & DECAY) ? (float)s[5] : 0.0f, step = (float)s[6];
+                            float* restrict prev, int64_t n, double beta1, double beta2, double one_minus_beta1,
+                            double one_minus_beta2, double eps, double weight_decay, double neg_step_size,
+                            int flags, int threads) {
+    const float b1 = (float)beta1, b2 = (float)beta2, c1 = (float)one_minus_beta1, c2 = (float)one_minus_beta2;
+    const float e = (float)eps, wd = (flags & DECAY) ? (float)weight_decay : 0.0f, step = (float)neg_step_size;
     if (n < SERIAL_BELOW || threads < 1) threads = 1;
     #pragma omp parallel for simd schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; ++i) {
@@ -50,6 +53,6 @@ void optarena_diffgrad_step(float* restrict p, const float* restrict g, float* r
         m[i] = mi;
         v[i] = vi;
         prev[i] = gi;
-        p[i] = fmaf(step, (mi * friction) / (sqrtf(vi) + eps), pi);
+        p[i] = fmaf(step, (mi * friction) / (sqrtf(vi) + e), pi);
     }
 }

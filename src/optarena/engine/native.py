@@ -8,6 +8,11 @@
   a vectorizable exp for its sigmoid.
 * `lion.c`: Lion's fused step for float32 CPU tensors (`rules/lion.py`): one pass.
 
+Each fused step's entry point has one spec here, a `Kernel` (`ADAMP`, `SGDP`, `DIFFGRAD`, `LION`):
+its tensors, sizes and the names of its scalars in the C order, from which its ctypes signature is
+built; `run_step` takes a rule's scalars by name and checks them against it (tests check the C
+signatures against the specs).
+
 Each library is built once per source, compiler flags and CPU (their hash is in the file name) into
 `$OPTARENA_CACHE` (default `~/.cache/optarena`), atomically, so concurrent processes are safe.
 Without a compiler (or with `OPTARENA_NATIVE=0`) `load()` returns None and the torch path runs.
@@ -22,34 +27,82 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
 from ..system import cpu_flags, cpu_name
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One C entry point of a fused step, the one place its arguments are spelled out: `symbol` in
+    `engine/<library>.c`, called as `symbol(p, g, state..., sizes..., scalars..., [flags,] threads)`
+    with `tensors` data pointers (p, g, then the state), `sizes` int64 counts, one double per name of
+    `scalars`, in order (the C parameters have these names; a test parses the C signature against
+    this spec), an int of flags where `flags`, and torch's thread count. `declines`: the function
+    returns an int, negative where it did nothing (e.g. out of memory)."""
+
+    library: str
+    symbol: str
+    tensors: int
+    sizes: int
+    scalars: tuple[str, ...]
+    flags: bool = False
+    declines: bool = False
+
+    @property
+    def argtypes(self) -> list:
+        flags = [_I32] if self.flags else []
+        return [_P] * self.tensors + [_I64] * self.sizes + [ctypes.c_double] * len(self.scalars) + flags + [_I32]
+
+    def values(self, scalars: Mapping[str, Any]) -> list[float]:
+        """This kernel's scalars, in its order, from a rule's `scalars(group, step)` (names it does
+        not take, e.g. the switches that become flags, are left out); ValueError naming the kernel,
+        the names it takes and those given where one is missing."""
+        try:
+            return [float(scalars[name]) for name in self.scalars]
+        except KeyError:
+            missing = [name for name in self.scalars if name not in scalars]
+            raise ValueError(
+                f"{self.symbol} (engine/{self.library}.c) takes the scalars {list(self.scalars)}; "
+                f"given {list(scalars)}, without {missing}"
+            ) from None
+
+
+# Names as the rules' `scalars(group, step)` spell them.
+_ADAM_MOMENTS = ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2", "eps")
+ADAMP = Kernel(
+    "adamp", "optarena_adamp_step", tensors=4, sizes=2, flags=True, declines=True,
+    scalars=(*_ADAM_MOMENTS, "bias_correction2_sqrt", "neg_step_size", "decay", "decay_projected", "delta"),
+)  # fmt: skip
+SGDP = Kernel(
+    "adamp", "optarena_sgdp_step", tensors=3, sizes=2, flags=True, declines=True,
+    scalars=("momentum", "take", "eps", "neg_lr", "decay", "decay_projected", "delta"),
+)  # fmt: skip
+DIFFGRAD = Kernel(
+    "diffgrad", "optarena_diffgrad_step", tensors=5, sizes=1, flags=True,
+    scalars=(*_ADAM_MOMENTS, "weight_decay", "neg_step_size"),
+)  # fmt: skip
+LION = Kernel(
+    "lion", "optarena_lion_step", tensors=3, sizes=1,
+    scalars=("decay", "neg_lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2"),
+)  # fmt: skip
+KERNELS = (ADAMP, SGDP, DIFFGRAD, LION)
+
 # Per library (the C file next to this one, without `.c`): each function's (argtypes, restype).
 SIGNATURES: dict[str, dict[str, tuple[list, type | None]]] = {
     "codec8": {
         "optarena_decode": ([_P, _P, _P, _P, _I64, _I32], None),
         "optarena_encode": ([_P, _P, _P, _P, _I64, _I32], None),
     },
-    "adamp": {
-        # p, g, exp_avg, exp_avg_sq, rows, cols, scalars (double[10]), flags, threads -> view or -1
-        "optarena_adamp_step": ([_P, _P, _P, _P, _I64, _I64, _P, _I32, _I32], ctypes.c_int),
-        # p, g, momentum_buffer, rows, cols, scalars (double[10]), flags, threads -> view or -1
-        "optarena_sgdp_step": ([_P, _P, _P, _I64, _I64, _P, _I32, _I32], ctypes.c_int),
-    },
-    "diffgrad": {
-        # p, g, exp_avg, exp_avg_sq, previous_grad, numel, scalars (double[7]), flags, threads
-        "optarena_diffgrad_step": ([_P, _P, _P, _P, _P, _I64, _P, _I32, _I32], None),
-    },
-    "lion": {
-        # p, g, exp_avg, numel, scalars (double[6]), threads
-        "optarena_lion_step": ([_P, _P, _P, _I64, _P, _I32], None),
-    },
 }
+for _k in KERNELS:
+    SIGNATURES.setdefault(_k.library, {})[_k.symbol] = (_k.argtypes, ctypes.c_int if _k.declines else None)
 
 
 def takes(p, *others) -> bool:
@@ -60,18 +113,25 @@ def takes(p, *others) -> bool:
     )
 
 
-def run_step(library: str, function: str, p, g, state, sizes, scalars, *flags) -> bool:
-    """Run a C fused step: `function` of `library` on the pointers of `p`, `g` and the `state`
-    tensors (in that order), then `sizes`, `scalars` (a double array), `flags` and torch's thread
-    count. False, with nothing done, where the kernels do not take these tensors (`takes`), the
-    library cannot be built, or the function declines (a negative int result: e.g. out of memory
-    before anything was written); the caller's compiled path then runs. True after marking `p` and
-    the state as written (they change behind autograd's back)."""
-    if not takes(p, g, *state) or (lib := load(library)) is None:
+def run_step(kernel: Kernel, p, g, state, sizes, scalars: Mapping[str, Any], *flags) -> bool:
+    """Run a C fused step: `kernel` on the pointers of `p`, `g` and the `state` tensors (in that
+    order), then `sizes`, the kernel's scalars taken by name from `scalars` (a rule's
+    `scalars(group, step)`; `Kernel.values`), `flags` and torch's thread count. ValueError, before
+    anything else, where the arguments do not fit the kernel's spec. False, with nothing done, where
+    the kernels do not take these tensors (`takes`), the library cannot be built, or the function
+    declines (a negative int result: e.g. out of memory before anything was written); the caller's
+    compiled path then runs. True after marking `p` and the state as written (they change behind
+    autograd's back)."""
+    values = kernel.values(scalars)
+    if (2 + len(state), len(sizes), len(flags)) != (kernel.tensors, kernel.sizes, int(kernel.flags)):
+        raise ValueError(
+            f"{kernel.symbol} takes {kernel.tensors} tensors, {kernel.sizes} sizes and {int(kernel.flags)} flags; "
+            f"given {2 + len(state)}, {len(sizes)} and {len(flags)}"
+        )
+    if not takes(p, g, *state) or (lib := load(kernel.library)) is None:
         return False
-    values = (ctypes.c_double * len(scalars))(*scalars)
-    result = getattr(lib, function)(
-        *(t.data_ptr() for t in (p, g, *state)), *sizes, values, *flags, torch.get_num_threads()
+    result = getattr(lib, kernel.symbol)(
+        *(t.data_ptr() for t in (p, g, *state)), *sizes, *values, *flags, torch.get_num_threads()
     )
     if isinstance(result, int) and result < 0:
         return False

@@ -8,7 +8,7 @@ looks inside a workload's data.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -55,7 +55,6 @@ class Workload:
     steps: dict[str, int]  # step budget per suite: {"quick": ..., "standard": ...}
     build: Callable[[int], Task]  # seed -> fresh Task
     evals: int = 10  # evaluations per run (every steps // evals steps, and at the end)
-    extra_metrics: tuple[str, ...] = field(default=())  # other Task.evaluate() keys worth reporting
 
     def budget(self, suite: str) -> int:
         if suite not in self.steps:

@@ -94,5 +94,4 @@ WORKLOAD = Workload(
     higher_is_better=True,
     steps={"quick": 200, "standard": 2000},
     build=DigitsTask,
-    extra_metrics=("val_loss",),
 )

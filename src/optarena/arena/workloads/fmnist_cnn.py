@@ -145,5 +145,4 @@ WORKLOAD = Workload(
     higher_is_better=True,
     steps={"quick": 150, "standard": 3000},
     build=FashionMNISTTask,
-    extra_metrics=("val_loss",),
 )

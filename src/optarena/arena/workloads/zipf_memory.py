@@ -100,5 +100,4 @@ WORKLOAD = Workload(
     higher_is_better=False,
     steps={"quick": 200, "standard": 3000},
     build=ZipfMemoryTask,
-    extra_metrics=("tail_error", "head_error", "val_loss"),
 )
