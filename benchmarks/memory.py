@@ -9,7 +9,7 @@
 The model is a GPT-style character transformer (embedding, `--layers` pre-LN blocks of width
 `--dim` with a 4x MLP, untied head; about 10.8 M parameters at the defaults), with seeded random
 gradients set once. Every registered optimizer is built with `optarena.create_optimizer(model,
-name, state_precision=P, **rule.arena_kwargs)` for P in fp32, bf16, 8bit (eager path, as a
+name, state_precision=P, **card.fixed)` for P in fp32, bf16, 8bit (eager path, as a
 training loop would run it), plus bitsandbytes' `AdamW8bit` and `Lion8bit` when installed. For
 each: state bytes per parameter measured from the tensors in `opt.state` after the run (8-bit
 codes AND their block scales, plus whatever stays in fp32: tensors under 4096 elements, bases),
@@ -96,7 +96,7 @@ def lowrank_expected_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
 def builders(names: list[str]) -> dict[str, dict[str, callable]]:
     out: dict[str, dict[str, callable]] = {}
     for name in names:
-        kwargs = optarena.get(name).rule.arena_kwargs
+        kwargs = optarena.card(name).fixed  # the settings the arena runs it with (GaLore's rank, ...)
         out[name] = {prec: (lambda m, n=name, pr=prec, kw=kwargs: optarena.create_optimizer(m, n, state_precision=pr, **kw))
                      for prec in PRECISIONS}  # fmt: skip
     try:

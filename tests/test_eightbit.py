@@ -172,7 +172,7 @@ def test_adamw8bit_step_matches_bitsandbytes_from_the_same_quantized_state():
 def test_every_optimizer_takes_8bit_state_and_resumes_exactly(name):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(96, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.Linear(64, 8))
-    kwargs = dict(state_precision="8bit", min_8bit_size=256, **optarena.get(name).rule.arena_kwargs)
+    kwargs = dict(state_precision="8bit", min_8bit_size=256, **optarena.card(name).fixed)
     x = torch.randn(32, 96)
 
     def train(opt, steps):

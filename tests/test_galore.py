@@ -247,10 +247,10 @@ def test_create_optimizer_routing_follows_matrix_and_aux_patterns():
 def test_arena_builds_the_projection_on_hidden_matrices(name):
     model = TinyLM()
     opt = build_optimizer(name, model, {"lr": 1e-3, "weight_decay": 0.01, "betas[0]": 0.9})
-    rule = optarena.get(name).rule
+    card = optarena.card(name)
     assert {n for n, r in ranks_by_name(opt).items() if r is not None} == HIDDEN
-    assert all(g["update_proj_gap"] == rule.arena_kwargs["update_proj_gap"] for g in opt.param_groups if g["rank"])
-    assert set(rule.search_space) == {"lr", "weight_decay", "betas[0]"}
+    assert all(g["update_proj_gap"] == card.fixed["update_proj_gap"] for g in opt.param_groups if g["rank"])
+    assert set(card.search) == {"lr", "weight_decay", "betas[0]"}
 
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ def create_optimizer(
     if weight_decay is None:
         weight_decay = hyper["weight_decay"].default if "weight_decay" in hyper else 0.0
     common = dict(no_decay=no_decay, decay=decay, layer_decay=layer_decay, layer_id=layer_id)
-    projection = getattr(rule, "projection_kwargs", ())
+    projection = rule.projection_kwargs if rule is not None else ()
     if rule is None or not (rule.matrix_only or projection):
         return cls(param_groups(model, lr=lr, weight_decay=weight_decay, **common), lr=lr, weight_decay=weight_decay,
                    **kwargs)  # fmt: skip

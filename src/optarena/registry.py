@@ -1,4 +1,4 @@
-"""The registry: optimizer names -> classes, and `create` to build one by name."""
+"""The registry: method names -> classes and their cards, and `create` to build one by name."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -6,16 +6,32 @@ from typing import Any, Iterable
 import torch
 
 _REGISTRY: dict[str, type[torch.optim.Optimizer]] = {}
+_CARDS: dict[str, Any] = {}
 
 
-def register(name: str, cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """Make `cls` available as `create(name, ...)`; names are lower case and unique."""
+def register(name: str, cls: type[torch.optim.Optimizer], card: Any = None) -> type[torch.optim.Optimizer]:
+    """Make `cls` available as `create(name, ...)`; names are lower case and unique. `card` (an
+    `optarena.cards.Card` named `name`) is what the arena needs to run and tune the method."""
     if name != name.lower() or not name:
         raise ValueError(f"optimizer names are non-empty and lower case, got {name!r}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"optimizer name {name!r} is already registered to {_REGISTRY[name].__name__}")
+    if card is not None and (card.name != name or card.cls is not cls):
+        raise ValueError(f"card must describe {name!r} ({cls.__name__}), got the card of {card.name!r} ({card.cls.__name__})")
     _REGISTRY[name] = cls
+    if card is not None:
+        _CARDS[name] = card
     return cls
+
+
+def card(name: str) -> Any:
+    """The card of the method registered as `name`; ValueError if it has none (the arena cannot run it)."""
+    get(name)
+    found = _CARDS.get(name.lower())
+    if found is None:
+        raise ValueError(f"optimizer {name!r} has no card, so the arena cannot tune it; register it with "
+                         "optarena.register(name, cls, card=optarena.cards.Card(...))")  # fmt: skip
+    return found
 
 
 def available() -> list[str]:

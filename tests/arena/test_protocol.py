@@ -1,4 +1,4 @@
-"""The arena's protocol pieces: search spaces, plans, the schedule, one training run, bad input."""
+"""The arena's protocol pieces: method cards' axes, plans, the schedule, one training run, bad input."""
 from __future__ import annotations
 
 import math
@@ -9,56 +9,33 @@ import torch
 
 import optarena
 from optarena.arena.errors import ArenaError
-from optarena.arena.plan import SUITES, create_studies, load_plan, make_plan, tuning_points
+from optarena.arena import tuning
+from optarena.arena.plan import SUITES, create_studies, load_plan, make_plan
 from optarena.arena.storage import open_storage
-from optarena.arena.train import build_optimizer, lr_factor, method_defaults, state_bytes_per_param, train
+from optarena.arena.train import build_optimizer, lr_factor, state_bytes_per_param, train
 from optarena.arena.workloads import WORKLOADS, get_workload
-from optarena.engine.search import Tunable, default_values, optimizer_kwargs
 
 
 @pytest.mark.parametrize("name", optarena.available())
-def test_every_optimizer_declares_a_search_space_around_its_defaults(name):
-    rule = optarena.get(name).rule
-    assert "lr" in rule.search_space and rule.search_space["lr"].log
-    lr = rule.search_space["lr"]
-    assert lr.low <= method_defaults(name)["lr"] <= lr.high  # the documented default is inside
-    points = tuning_points(name, 5, seed=0)
-    assert points[0] == default_values(rule.search_space, method_defaults(name))
-    for point in points:
-        assert set(point) == set(rule.search_space)
-        for key, value in point.items():
-            assert rule.search_space[key].low <= value <= rule.search_space[key].high
-    assert points == tuning_points(name, 5, seed=0)  # deterministic
-    assert len({tuple(p.values()) for p in points}) == 5  # distinct configurations
-
-
-def test_every_point_builds_an_optimizer():
+def test_every_point_of_the_first_round_builds_the_optimizer_it_names(name):
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
-    for name in optarena.available():
-        for point in tuning_points(name, 3, seed=1):
-            opt = build_optimizer(name, model, point)
-            groups = opt.param_groups
-            assert any(math.isclose(g["lr"], point["lr"]) for g in groups)
-            if "aux_kwargs.lr" in point:  # the AdamW part of the split gets its own searched lr
-                assert any(g.get("rule") == "adamw" and math.isclose(g["lr"], point["aux_kwargs.lr"]) for g in groups)
-            if "betas[0]" in point:
-                assert all(g["betas"][0] == point["betas[0]"] for g in groups if g.get("rule") is None)
+    axes = optarena.card(name).search
+    for point in tuning.first_round(axes, 6) + [tuple(1 for _ in axes)]:
+        values = tuning.values(axes, point)
+        groups = build_optimizer(name, model, values).param_groups
+        assert any(math.isclose(g["lr"], values["lr"]) for g in groups)
+        if "aux_kwargs.lr" in values:  # the AdamW part of the split gets its own searched lr
+            assert any(g.get("rule") == "adamw" and math.isclose(g["lr"], values["aux_kwargs.lr"]) for g in groups)
+        if "betas[0]" in values:
+            assert all(g["betas"][0] == values["betas[0]"] for g in groups if g.get("rule") is None)
+        if "weight_decay" in values:
+            assert any(math.isclose(g["weight_decay"], values["weight_decay"]) for g in groups)
 
 
 def test_conda_is_compared_with_its_projection_on():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
-    opt = build_optimizer("conda", model, tuning_points("conda", 1, 0)[0])
+    opt = build_optimizer("conda", model, {"lr": 1e-3})
     assert all(g["update_proj_gap"] == 10 for g in opt.param_groups)
-
-
-def test_search_keys_map_to_constructor_arguments():
-    kwargs = optimizer_kwargs({"lr": 0.1, "betas[0]": 0.8, "aux_kwargs.lr": 0.01}, {"betas": (0.9, 0.999)})
-    assert kwargs == {"lr": 0.1, "betas": (0.8, 0.999), "aux_kwargs": {"lr": 0.01}}
-    with pytest.raises(ValueError, match=r"betas\[5\]"):
-        optimizer_kwargs({"betas[5]": 0.8}, {"betas": (0.9, 0.999)})
-    assert Tunable(1e-4, 1e-2, log=True).at(0.5) == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match="low > 0"):
-        Tunable(0.0, 1.0, log=True)
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -86,16 +63,17 @@ def test_plan_names_are_checked_and_listed():
 
 
 def test_plan_budget_is_equal_for_every_optimizer():
-    plan = make_plan("quick", workloads=["rosenbrock", "charlm"], trials=3, seeds=2)
+    plan = make_plan("quick", workloads=["rosenbrock", "noisy-quadratic", "charlm"], trials=3, seeds=2)
     specs = plan.studies()
     tune = [s for s in specs if s.kind == "tune"]
-    assert {len(s.configs) for s in tune} == {3}
+    assert {s.budget for s in tune} == {3} and {len(s.configs) for s in tune} == {3}  # the lr sweep first
+    assert {tuple(c["point"][0] for c in s.configs) for s in tune} == {(-2, 0, 2)}  # the centre and x4 either side
     assert {s.configs[0]["steps"] for s in tune if s.workload == "charlm"} == {get_workload("charlm").budget("quick")}
     finals = [s for s in specs if s.kind == "final"]
     assert {tuple(c["seed"] for c in s.configs) for s in finals} == {(1, 2)}
     scale = [s for s in specs if s.kind == "scale"]
-    assert [s.workload for s in scale] == ["charlm"] and scale[0].optimizer == "adamw"
-    assert sorted({c["factor"] for c in scale[0].configs}) == SUITES["quick"]["scale"]["charlm"]
+    assert [s.workload for s in scale] == ["noisy-quadratic"] and scale[0].optimizer == "adamw"
+    assert sorted({c["factor"] for c in scale[0].configs}) == SUITES["quick"]["scale"]["noisy-quadratic"]
 
 
 def test_studies_are_created_once_and_a_different_plan_is_refused(tmp_path):
@@ -104,7 +82,7 @@ def test_studies_are_created_once_and_a_different_plan_is_refused(tmp_path):
     create_studies(storage, plan)
     create_studies(storage, plan)  # a rerun continues: nothing enqueued twice
     study = optuna.load_study(storage=storage, study_name=plan.study_name("rosenbrock", "adamw", "tune"))
-    assert len(study.trials) == 2
+    assert len(study.trials) == 1  # a budget of 2 starts with the centre alone (a sweep needs 3)
     assert load_plan(storage, plan.name) == plan == load_plan(storage, None)  # the only run
     assert plan.name.startswith("quick-") and plan.name == make_plan(
         "quick", optimizers=["adamw"], workloads=["rosenbrock"], trials=2, seeds=1).name  # same command, same run
@@ -181,3 +159,27 @@ def test_concurrent_creation_of_one_run_enqueues_each_configuration_once(tmp_pat
     for spec in plan.studies():
         configs = [t.user_attrs["config"] for t in optuna.load_study(storage=storage, study_name=spec.name).trials]
         assert sorted(configs) == [c["config"] for c in spec.configs], spec.name
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # train sets grads to None
+def test_a_method_whose_card_needs_create_graph_is_trained_with_it():
+    import dataclasses
+
+    from optarena.registry import _CARDS, _REGISTRY
+
+    seen = []
+
+    class NeedsGraph(optarena.AdamW):
+        def step(self, closure=None):
+            seen.append(all(p.grad.requires_grad for g in self.param_groups for p in g["params"]))
+            return super().step(closure)
+
+    card = dataclasses.replace(optarena.card("adamw"), name="graph_test", cls=NeedsGraph, needs_create_graph=True)
+    optarena.register("graph_test", NeedsGraph, card=card)
+    try:
+        record = train(get_workload("digits-mlp"), "graph_test", {"lr": 1e-3}, seed=0, steps=3, evals=1)
+        plain = train(get_workload("digits-mlp"), "adamw", {"lr": 1e-3}, seed=0, steps=3, evals=1)
+    finally:
+        _REGISTRY.pop("graph_test"), _CARDS.pop("graph_test")
+    assert record["status"] == "ok" and seen == [True, True, True]  # gradients carry their graph
+    assert record["final"] == plain["final"]  # and the update is AdamW's

@@ -1,7 +1,9 @@
 """Scale-out and resumption: workers share studies through a storage, interruptions lose nothing.
 
 The invariant every test checks (`assert_exactly_once`): in every study of the plan each
-configuration finished exactly once, and trial numbers are 0..n-1 with no gaps or repeats.
+configuration finished exactly once, trial numbers are 0..n-1 with no gaps or repeats, and each
+tuning study ran exactly the rounds the procedure prescribes for its results (however many
+workers ran them, in whatever order).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import optarena
+from optarena.arena import tuning
 from optarena.arena.errors import ArenaError
 from optarena.arena.plan import create_studies, load_plan, make_plan
 from optarena.arena.storage import open_storage
@@ -35,11 +39,35 @@ def assert_exactly_once(storage, plan) -> dict[str, list]:
         study = optuna.load_study(storage=storage, study_name=spec.name)
         trials = study.get_trials(deepcopy=False)
         assert sorted(t.number for t in trials) == list(range(len(trials))), spec.name
-        complete = [t.user_attrs["config"] for t in trials if t.state == TrialState.COMPLETE]
-        assert sorted(complete) == [c["config"] for c in spec.configs], spec.name  # each once, none missing
+        complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.user_attrs["config"])
+        configs = [t.user_attrs["config"] for t in complete]
+        expected = list(range(len(configs))) if spec.kind == "tune" else [c["config"] for c in spec.configs]
+        assert configs == expected, spec.name  # each once, none missing
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        if spec.kind == "tune":
+            assert_rounds_replay(spec, [(tuple(t.user_attrs["point"]), t.value) for t in complete])
         trials_by_study[spec.name] = trials
     return trials_by_study
+
+
+def assert_rounds_replay(spec, done) -> None:
+    """The tuning study ran the procedure's rounds for its own results, and stopped where it says."""
+    axes, higher = optarena.card(spec.optimizer).search, spec.direction == "maximize"
+    batch, i = tuning.first_round(axes, spec.budget), 0
+    while batch:
+        assert [p for p, _ in done[i:i + len(batch)]] == batch, spec.name
+        i += len(batch)
+        batch = tuning.next_round(axes, done[:i], spec.budget, higher)
+    assert i == len(done) <= spec.budget, spec.name
+
+
+def completed(storage, plan) -> int:
+    return sum(t.state == TrialState.COMPLETE for t in all_trials(storage, plan))
+
+
+def all_trials(storage, plan) -> list:
+    return [t for spec in plan.studies()
+            for t in optuna.load_study(storage=storage, study_name=spec.name).get_trials(deepcopy=False)]  # fmt: skip
 
 
 def worker_cmd(url: str, name: str) -> list[str]:
@@ -69,8 +97,7 @@ def _two_workers_share(url: str, name: str) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     ran = [int(out.split("ran ")[1].split()[0]) for out in outputs]
-    total = sum(len(s.configs) for s in plan.studies())
-    assert sum(ran) == total, outputs  # no configuration run twice
+    assert sum(ran) == completed(storage, plan), outputs  # no configuration run twice
     assert min(ran) >= 1, f"one worker did all the work: {ran}"
     assert_exactly_once(storage, plan)
 
@@ -237,4 +264,23 @@ def test_ctrl_c_while_a_result_is_told_waits_for_it(monkeypatch, tmp_path):
     assert trial.state == TrialState.COMPLETE and "record" in trial.user_attrs
     monkeypatch.undo()
     Worker(storage, load_plan(storage, "tell-race")).run()
+    assert_exactly_once(storage, plan)
+
+
+def test_a_tuning_round_enqueued_twice_runs_once(tmp_path):
+    """Two workers finishing a round at once both enqueue the next: the later copy is dropped when taken."""
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    plan = tiny_plan("dup", steps=50, trials=6)
+    create_studies(storage, plan)
+    worker = Worker(storage, plan)
+    assert worker.run(max_trials=3) == 3  # the first study's lr sweep; its last tell enqueued the next round
+    study = optuna.load_study(storage=storage, study_name=plan.studies()[0].name)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert waiting and {t.user_attrs["round"] for t in waiting} == {1}
+    assert worker.advance(plan.studies()[0]) == 0  # the round is under way: nothing more
+    for t in waiting:  # what a second worker racing the first would have added
+        study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs=dict(t.user_attrs))
+    worker.run()
+    dropped = [t for t in study.get_trials(deepcopy=False) if "duplicate_of" in t.user_attrs]
+    assert len(dropped) == len(waiting) and {t.state for t in dropped} == {TrialState.FAIL}
     assert_exactly_once(storage, plan)

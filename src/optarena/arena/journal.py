@@ -215,11 +215,13 @@ class GuardedJournal(JournalFileBackend):
 
     @staticmethod
     def _write(fd: int, end: int, data: bytes) -> None:
+        """Write `data` at `end`; a write that stops halfway is cut back. Once every byte is
+        written the records are complete and other processes may have read them, so an error
+        (or Ctrl-C) during the fsync that follows leaves them in place."""
         try:
             done = 0
             while done < len(data):
                 done += os.pwrite(fd, data[done:], end + done)
-            os.fsync(fd)
         except BaseException:
             try:
                 os.ftruncate(fd, end)
@@ -227,3 +229,4 @@ class GuardedJournal(JournalFileBackend):
             except OSError:
                 pass
             raise
+        os.fsync(fd)

@@ -1,13 +1,13 @@
 """What an arena run is made of: a plan, and the Optuna studies it creates up front.
 
-Every unit of work is a trial in a study, enqueued when the plan is created, before any worker
-starts, so the budget is fixed and equal by construction:
+Every unit of work is a trial in a study. The budget is fixed and equal by construction:
 
-* `tune` (per workload x optimizer): `trials` configurations, the first at the method's
-  documented defaults, the others a scrambled Sobol sequence over its search space (the same
-  sequence for every optimizer; AlgoPerf's quasi-random external tuning). Seed 0.
+* `tune` (per workload x optimizer): at most `trials` configurations chosen by the procedure of
+  `tuning.py` (the same for every method, from its card's axes); the first round (the lr sweep)
+  is enqueued when the plan is created, each later round by the worker that finishes the round
+  before it. Seed 0.
 * `final` (per workload x optimizer): the best tuned configuration rerun on `seeds`; ready once
-  its `tune` study has finished every configuration.
+  its `tune` study has finished.
 * `scale` (AdamW on the `scale` workloads): the best AdamW configuration at `factor` x the step
   budget on every seed, for the data-equivalent speedup fit.
 """
@@ -16,26 +16,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
-from ..engine.search import default_values
-from ..registry import available, get
+from ..registry import available, card
+from . import tuning
 from .procs import gone, this_process
 from .storage import ArenaError
-from .train import method_defaults
 from .workloads import WORKLOADS, get_workload
 
 SUITES: dict[str, dict[str, Any]] = {
-    "quick": {"trials": 5, "seeds": 2, "scale": {"noisy-quadratic": [2, 4], "charlm": [2, 4]}},
+    "quick": {"trials": 6, "seeds": 2, "scale": {"noisy-quadratic": [2, 4]}},
     "standard": {"trials": 16, "seeds": 5, "scale": {"noisy-quadratic": [2, 4, 8], "charlm": [2, 4, 8]}},
 }
 BASELINE = "adamw"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,11 @@ class StudySpec:
     direction: str
     configs: tuple[dict[str, Any], ...]
     depends_on: str | None = None
+    budget: int = 0  # tune: the most configurations tuning may run (`configs` is its first round)
+
+    def __post_init__(self) -> None:
+        if not self.budget:
+            object.__setattr__(self, "budget", len(self.configs))
 
 
 @dataclass
@@ -59,7 +62,6 @@ class Plan:
     seeds: list[int]
     threads: int = 1
     scale: dict[str, list[int]] = field(default_factory=dict)
-    qmc_seed: int = 0
     steps_override: int | None = None  # every workload's budget, for smoke runs and tests
     version: int = PLAN_VERSION
 
@@ -87,11 +89,10 @@ class Plan:
             steps = self.steps(w)
             for o in self.optimizers:
                 tname = self.study_name(w, o, "tune")
-                configs = tuple(
-                    {"config": i, "seed": 0, "steps": steps, "params": params}
-                    for i, params in enumerate(tuning_points(o, self.trials, self.qmc_seed))
-                )
-                tune.append(StudySpec(tname, "tune", w, o, direction, configs))
+                axes = card(o).search
+                configs = tuple(tuning_config(axes, i, point, 0, steps)
+                                for i, point in enumerate(tuning.first_round(axes, self.trials)))  # fmt: skip
+                tune.append(StudySpec(tname, "tune", w, o, direction, configs, budget=self.trials))
                 configs = tuple({"config": i, "seed": s, "steps": steps} for i, s in enumerate(self.seeds))
                 final.append(StudySpec(self.study_name(w, o, "final"), "final", w, o, direction, configs, tname))
             if w in self.scale and BASELINE in self.optimizers:
@@ -104,21 +105,10 @@ class Plan:
         return tune + final + scale
 
 
-def tuning_points(optimizer: str, trials: int, seed: int) -> list[dict[str, float]]:
-    """The method's defaults, then `trials - 1` scrambled-Sobol points of its search space."""
-    space = get(optimizer).rule.search_space
-    if not space:
-        raise ArenaError(f"optimizer {optimizer!r} declares no search space; it cannot be tuned")
-    points = [default_values(space, method_defaults(optimizer))]
-    if trials > 1:
-        from scipy.stats import qmc
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Sobol prefers powers of two; balance is not needed here
-            unit = qmc.Sobol(len(space), scramble=True, seed=seed).random(trials - 1)
-        for row in unit:
-            points.append({k: float(t.at(float(u))) for (k, t), u in zip(space.items(), row)})
-    return points
+def tuning_config(axes: dict, number: int, point: tuple[int, ...], round_: int, steps: int) -> dict[str, Any]:
+    """The attributes of tuning configuration `number`: its grid point, values and round."""
+    return {"config": number, "seed": 0, "steps": steps, "params": tuning.values(axes, point), "point": list(point),
+            "round": round_}  # fmt: skip
 
 
 def make_plan(
@@ -141,6 +131,11 @@ def make_plan(
     bad = [o for o in opts if o not in valid]
     if bad:
         raise ArenaError(f"unknown optimizer(s) {', '.join(bad)}; valid optimizers: {', '.join(valid)}")
+    for o in opts:
+        try:
+            card(o)
+        except ValueError as err:
+            raise ArenaError(str(err)) from None
     works = list(workloads) if workloads else list(WORKLOADS)
     bad = [w for w in works if w not in WORKLOADS]
     if bad:

@@ -16,9 +16,8 @@ from typing import Any, Mapping
 import torch
 
 from ..engine import NonFiniteGradientError
-from ..engine.search import optimizer_kwargs
-from ..factory import AUX_DEFAULTS, create_optimizer, hidden_matrices
-from ..registry import get
+from ..factory import create_optimizer, hidden_matrices
+from ..registry import card
 from .analysis import effective_rank, excess_kurtosis
 from .workloads.base import Workload
 
@@ -34,20 +33,9 @@ def lr_factor(step: int, steps: int, warmup_fraction: float = WARMUP_FRACTION) -
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """The documented defaults of `name`'s hyperparameters (plus the aux AdamW's for matrix rules)."""
-    rule = get(name).rule
-    defaults: dict[str, Any] = {key: spec.default for key, spec in rule.hyper.items()}
-    if rule.matrix_only:
-        defaults["aux_kwargs"] = dict(AUX_DEFAULTS)
-    return defaults
-
-
 def build_optimizer(name: str, model: torch.nn.Module, values: Mapping[str, float]) -> torch.optim.Optimizer:
-    """`create_optimizer(model, name, ...)` at the searched `values` and the rule's arena kwargs."""
-    rule = get(name).rule
-    kwargs = {**rule.arena_kwargs, **optimizer_kwargs(values, method_defaults(name))}
-    return create_optimizer(model, name, **kwargs)
+    """`create_optimizer(model, name, ...)` at the searched `values` and the card's fixed kwargs."""
+    return create_optimizer(model, name, **card(name).kwargs(values))
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -98,6 +86,7 @@ def train(
     model = task.model
     model.train()
     opt = build_optimizer(optimizer, model, values)
+    create_graph = card(optimizer).needs_create_graph  # second-order methods differentiate the gradient
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps))
     evals = evals or workload.evals
     every = max(1, steps // evals)
@@ -113,7 +102,7 @@ def train(
         t0 = time.perf_counter()
         loss = task.loss(batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(create_graph=create_graph)
         t1 = time.perf_counter()
         value = loss.item()
         if not math.isfinite(value):

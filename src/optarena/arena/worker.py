@@ -8,6 +8,10 @@ is stale: the first worker to notice fails it and enqueues the same configuratio
 worker interrupted with Ctrl-C does the same for its own trial before it exits (a Ctrl-C while it
 takes a trial or tells a result waits for that to finish: `_InterruptGate`). So an interrupted
 run loses nothing and no configuration finishes twice.
+
+Tuning proceeds in rounds (`tuning.py`): the worker that tells the last result of a round
+enqueues the next (an idle worker does it too, should that worker have died first). Two workers
+may both enqueue the same round; the copy with the higher trial number is dropped when taken.
 """
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ..registry import get
-from .plan import Plan, StudySpec
+from ..registry import card
+from . import tuning
+from .plan import Plan, StudySpec, tuning_config
 from .procs import gone, this_process
 from .train import train
 from .workloads import get_workload
@@ -35,7 +40,7 @@ HEARTBEAT_KEY = "optarena:heartbeat"
 MAX_ATTEMPTS = 3
 """A configuration whose worker died this many times is recorded as an error (a crash it causes,
 e.g. out of memory, would otherwise take down every worker in turn)."""
-PLAN_KEYS = ("kind", "config", "seed", "steps", "params", "factor")
+PLAN_KEYS = ("kind", "config", "seed", "steps", "params", "factor", "point", "round")
 
 
 class _Heartbeat:
@@ -143,21 +148,37 @@ def finished_configs(study: optuna.Study) -> dict[int, FrozenTrial]:
 
 def best_trial(study: optuna.Study, direction: str) -> FrozenTrial | None:
     """The best finished tuning trial: the best finite value, ties to the lower configuration."""
-    sign = -1.0 if direction == "maximize" else 1.0
-    trials = [t for t in finished_configs(study).values() if t.value is not None and math.isfinite(t.value)]
-    if not trials:
-        return None
-    return min(trials, key=lambda t: (sign * t.value, t.user_attrs["config"]))
+    finished = list(finished_configs(study).values())
+    i = tuning.best([((), t.value) for t in finished], direction == "maximize")
+    return None if i is None else finished[i]
 
 
 def _pop(study: optuna.Study) -> optuna.Trial | None:
+    """Take the first waiting trial (atomically); a duplicate of a configuration that an earlier
+    trial already holds (two workers enqueued the same tuning round) is failed as such, not run."""
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
+            if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                continue
         except UpdateFinishedTrialError:
             continue
+        original = _held_by_earlier(study, t)
+        if original is None:
+            return optuna.Trial(study, t._trial_id)
+        storage.set_trial_user_attr(t._trial_id, "duplicate_of", original)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return None
+
+
+def _held_by_earlier(study: optuna.Study, trial: FrozenTrial) -> int | None:
+    """The number of an earlier trial waiting for, running or having finished `trial`'s configuration."""
+    config = trial.user_attrs.get("config")
+    for t in study.get_trials(deepcopy=False):
+        if t.number >= trial.number or t.user_attrs.get("config") != config:
+            continue
+        if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE) or "error" in t.user_attrs:
+            return t.number
     return None
 
 
@@ -211,6 +232,7 @@ class Worker:
         self.poll = poll
         self.on_event = on_event or (lambda kind, info: None)
         self._studies: dict[str, optuna.Study] = {}
+        self._tuned: set[str] = set()  # tuning studies whose procedure has stopped
         self._gate = _InterruptGate()
 
     def study(self, name: str) -> optuna.Study:
@@ -221,12 +243,48 @@ class Worker:
     def ready(self, spec: StudySpec) -> bool:
         if spec.depends_on is None:
             return True
-        dep = next(s for s in self.specs if s.name == spec.depends_on)
-        return len(finished_configs(self.study(spec.depends_on))) >= len(dep.configs)
+        return self.left(next(s for s in self.specs if s.name == spec.depends_on)) == 0
+
+    def left(self, spec: StudySpec) -> int:
+        """Configurations of `spec` still to run; for tuning, at most the rest of its budget (0 once
+        the procedure has stopped)."""
+        done = len(finished_configs(self.study(spec.name)))
+        if spec.kind != "tune":
+            return max(0, len(spec.configs) - done)
+        if spec.name in self._tuned:
+            return 0
+        if done < len(self._configs(spec)) or self._next_round(spec):
+            return max(1, spec.budget - done)
+        self._tuned.add(spec.name)
+        return 0
 
     def pending(self) -> int:
-        """Configurations of the plan not finished yet."""
-        return sum(len(s.configs) - len(finished_configs(self.study(s.name))) for s in self.specs)
+        """Configurations of the plan not finished yet (tuning: what its budget still allows)."""
+        return sum(self.left(s) for s in self.specs)
+
+    def _configs(self, spec: StudySpec) -> set[int]:
+        return {t.user_attrs.get("config") for t in self.study(spec.name).get_trials(deepcopy=False)}
+
+    def _next_round(self, spec: StudySpec) -> list[tuple[int, ...]]:
+        """The next round of `spec`'s tuning, given that the rounds so far have finished."""
+        study = self.study(spec.name)
+        done = [(tuple(t.user_attrs["point"]), t.value) for t in finished_configs(study).values()]
+        higher = spec.direction == "maximize"
+        return tuning.next_round(card(spec.optimizer).search, done, spec.budget, higher)
+
+    def advance(self, spec: StudySpec) -> int:
+        """Enqueue the next tuning round of `spec` if the current one has finished; returns how many."""
+        study = self.study(spec.name)
+        configs = self._configs(spec)
+        if spec.name in self._tuned or len(finished_configs(study)) < len(configs):
+            return 0
+        points = self._next_round(spec)
+        rounds = [t.user_attrs.get("round", 0) for t in study.get_trials(deepcopy=False)]
+        axes = card(spec.optimizer).search
+        for j, point in enumerate(points):
+            config = tuning_config(axes, len(configs) + j, point, max(rounds) + 1, spec.configs[0]["steps"])
+            study.enqueue_trial(config["params"], user_attrs={**config, "kind": "tune"})
+        return len(points)
 
     def run(self, max_trials: int | None = None) -> int:
         """Work until every configuration is finished (or `max_trials` were run); returns how many ran."""
@@ -250,6 +308,7 @@ class Worker:
             else:
                 requeued = sum(fail_stale(self.study(s.name), self.grace) for s in self.specs)
                 requeued += sum(reconcile(self.study(s.name)) for s in self.specs)
+                requeued += sum(self.advance(s) for s in self.specs if s.kind == "tune")
                 if requeued:
                     self.on_event("requeued", {"count": requeued})
                     continue
@@ -271,8 +330,11 @@ class Worker:
             beat = _Heartbeat(self.storage, trial._trial_id, self.heartbeat)
             self.on_event("start", info)
             values = self.values(spec, trial, attrs)
+            # tuning scores the end of training only: no evaluations along the way (they cost a
+            # third of a Fashion-MNIST run); seeds and scale runs record the curve
             record = train(get_workload(spec.workload), spec.optimizer, values, seed=attrs["seed"],
-                           steps=attrs["steps"], threads=self.plan.threads)  # fmt: skip
+                           steps=attrs["steps"], threads=self.plan.threads,
+                           evals=1 if spec.kind == "tune" else None)  # fmt: skip
         except BaseException as err:
             if beat is not None:
                 beat.stop()
@@ -289,11 +351,12 @@ class Worker:
         value = record["final"]
         if value is None:
             value = -math.inf if spec.direction == "maximize" else math.inf
-        self._gate.hold()  # a Ctrl-C now waits until the result is told
+        self._gate.hold()  # a Ctrl-C now waits until the result is told (and the next round enqueued)
         try:
-            trial.set_user_attr("values", values)
             trial.set_user_attr("record", record)
             study.tell(trial, value)
+            if spec.kind == "tune":
+                self.advance(spec)
         except UpdateFinishedTrialError:  # judged stale meanwhile (e.g. a long storage outage): its copy counts
             self.on_event("requeued", {"count": 0})
             return
@@ -302,12 +365,14 @@ class Worker:
         self.on_event("done", {**info, "value": value, "status": record["status"]})
 
     def values(self, spec: StudySpec, trial: optuna.Trial, attrs: dict[str, Any]) -> dict[str, float]:
-        space = get(spec.optimizer).rule.search_space
+        """The configuration to train: the trial's own (tuning; also shown as Optuna params), or
+        the best tuned one (seeds, scale), recorded as the trial's `params`."""
         if spec.kind == "tune":
-            return {k: trial.suggest_float(k, t.low, t.high, log=t.log) for k, t in space.items()}
-        tuning = self.study(spec.depends_on)
-        best = best_trial(tuning, spec.direction)
-        if best is None:  # every tuning trial diverged: rerun the defaults so the failure is on record
-            best = finished_configs(tuning)[0]
+            return {k: trial.suggest_float(k, v, v) for k, v in attrs["params"].items()}
+        study = self.study(spec.depends_on)
+        best = best_trial(study, spec.direction)
+        if best is None:  # every tuning trial diverged: rerun the card's centre so the failure is on record
+            best = finished_configs(study)[0]
         trial.set_user_attr("best_of_tuning", best.number)
+        trial.set_user_attr("params", best.user_attrs["params"])
         return dict(best.user_attrs["params"])

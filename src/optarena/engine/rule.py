@@ -6,7 +6,6 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from .hyper import Hyper
-from .search import Tunable
 
 Scalars = Mapping[str, Any]
 """Per-step values a rule's `update` reads: floats (lr, bias corrections, ...) and bools (switches).
@@ -49,6 +48,7 @@ class Rule:
     """The most equal-shaped tensors one compiled call updates (chunks are powers of two up to it,
     so a key compiles at most four graphs); 1 for rules whose graph does not gain from it."""
     compilable: ClassVar[bool] = True
+    """False for rules torch.compile should not trace (eigh/qr each step: SOAP): the fused path runs them eagerly."""
     nonnegative_state: ClassVar[tuple[str, ...]] = ("exp_avg_sq",)
     """State names (or name prefixes before `_`) that are never negative: 8-bit storage gives them
     the unsigned code map (second moments)."""
@@ -57,11 +57,9 @@ class Rule:
     optional_state: ClassVar[tuple[str, ...]] = ()
     """State names, shaped like the parameter, that a rule may keep although `init` would not make
     them under the current settings (SGD's buffer, kept while momentum is 0): checkpoints may hold them."""
-    search_space: ClassVar[dict[str, Tunable]] = {}
-    """The workload-agnostic ranges the arena tunes (see `engine.search`); empty: not tunable."""
-    arena_kwargs: ClassVar[dict[str, Any]] = {}
-    """Fixed constructor kwargs the arena adds (e.g. turning on Conda's projection)."""
-    """False for rules torch.compile should not trace (eigh/qr each step: SOAP): the fused path runs them eagerly."""
+    projection_kwargs: ClassVar[tuple[str, ...]] = ()
+    """Per-matrix projection settings (GaLore's `rank`, ...): `create_optimizer` sets them on the
+    hidden matrices' groups only, so the other parameters take the rule's plain update."""
 
     @staticmethod
     def init(p: torch.Tensor, g: torch.Tensor, group: dict) -> dict[str, torch.Tensor]:

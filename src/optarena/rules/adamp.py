@@ -16,7 +16,7 @@ from ..engine import native, ops
 from ..engine.hyper import Hyper, boolean, fraction, non_negative, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR, adam_like_space
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 
 
 def _cosine(gp: torch.Tensor, gg: torch.Tensor, pp: torch.Tensor, eps) -> torch.Tensor:
@@ -71,15 +71,11 @@ def _decay_(p: torch.Tensor, projected: torch.Tensor | None, s) -> None:
 
 
 _NESTEROV, _DECAY, _PROJECT = 1, 2, 4  # flags of the C kernels (engine/adamp.c)
-# The C kernels' ten scalars, in the order of `consts` in engine/adamp.c (AdamP's meaning; SGDP
-# fills the slots it uses: momentum, 1 - dampening, eps, -lr, its decays and delta, the rest unused).
-_KERNEL_SCALARS = ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2", "eps", "bias_correction2_sqrt",
-                   "step", "decay", "decay_projected", "delta")  # fmt: skip
 
 
-def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, scalars: dict, s) -> bool:
-    """Run `engine/adamp.c`'s fused step on `p`, `g` and the state tensors (in the C function's
-    order) with `scalars` (a value for each of `_KERNEL_SCALARS`); False, with nothing updated,
+def _native_step(kernel: native.Kernel, p: torch.Tensor, g: torch.Tensor, state: tuple, s) -> bool:
+    """Run `engine/adamp.c`'s fused step (`native.ADAMP` or `native.SGDP`) on `p`, `g` and the state
+    tensors (in the C function's order) with the rule's scalars `s`; False, with nothing updated,
     where it does not apply (not float32 on CPU, not contiguous, shapes differ, empty, no
     compiler, out of memory: the compiled path then runs). Tensors of fewer than two dimensions take
     the kernel's one-pass, unprojected step.
@@ -89,9 +85,8 @@ def _native_step(function: str, p: torch.Tensor, g: torch.Tensor, state: tuple, 
     project = p.dim() >= 2
     rows = p.shape[0] if project else 1
     flags = (_NESTEROV if s["nesterov"] else 0) | (_DECAY if s["decay_on"] else 0) | (_PROJECT if project else 0)
-    values = [scalars[k] for k in _KERNEL_SCALARS]
     sizes = (rows, p.numel() // max(rows, 1))  # (an empty tensor: declined by run_step)
-    return native.run_step("adamp", function, p, g, state, sizes, values, flags)
+    return native.run_step(kernel, p, g, state, sizes, s, flags)
 
 
 def _projection_hyper() -> dict[str, Hyper]:
@@ -107,7 +102,6 @@ class AdamPRule(Rule):
     same denominator); `project_radial_(d)`; `p *= 1 - lr*wd*(wd_ratio if projected else 1)`;
     `p -= lr/(1 - b1^t) * d`."""
 
-    search_space = adam_like_space()
     hyper = {
         "lr": lr(1e-3),
         "betas": decay_rates(0.9, 0.999),
@@ -155,8 +149,7 @@ class AdamPRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
-        scalars = {k: s[k] for k in _KERNEL_SCALARS if k != "step"} | {"step": s["neg_step_size"]}
-        return _native_step("optarena_adamp_step", p, g, (state["exp_avg"], state["exp_avg_sq"]), scalars, s)
+        return _native_step(native.ADAMP, p, g, (state["exp_avg"], state["exp_avg_sq"]), s)
 
 
 class AdamP(Optimizer):
@@ -172,7 +165,6 @@ class SGDPRule(Rule):
     Without Nesterov `d` is the buffer itself, so a projection also projects the stored buffer, as
     in the reference."""
 
-    search_space = {"lr": SGD_LR, "weight_decay": COUPLED_DECAY, "momentum": MOMENTUM}
     hyper = {
         "lr": lr(1e-3),
         "momentum": Hyper(0.0, unit_interval, "momentum factor (the decay is divided by 1 - momentum)"),
@@ -214,10 +206,7 @@ class SGDPRule(Rule):
     @staticmethod
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/adamp.c`): two passes over memory, for float32 CPU tensors."""
-        scalars = {"beta1": s["momentum"], "beta2": 0.0, "one_minus_beta1": s["take"], "one_minus_beta2": 0.0,
-                   "eps": s["eps"], "bias_correction2_sqrt": 1.0, "step": s["neg_lr"], "decay": s["decay"],
-                   "decay_projected": s["decay_projected"], "delta": s["delta"]}  # fmt: skip
-        return _native_step("optarena_sgdp_step", p, g, (state["momentum_buffer"],), scalars, s)
+        return _native_step(native.SGDP, p, g, (state["momentum_buffer"],), s)
 
 
 class SGDP(Optimizer):

@@ -7,7 +7,7 @@ from ..engine import ops
 from ..engine.layout import torch_fused_takes
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import decay_rates, eps, lr, weight_decay, adam_like_space
+from .common import decay_rates, eps, lr, weight_decay
 
 
 def adam_step(p, g, g2, state, s) -> None:
@@ -22,7 +22,6 @@ def adam_step(p, g, g2, state, s) -> None:
 class AdamWRule(Rule):
     """Decoupled decay before the step; Adam moments; eps added to the bias-corrected sqrt(v)."""
 
-    search_space = adam_like_space()
     hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(1e-2)}
     second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 

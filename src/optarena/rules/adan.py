@@ -11,8 +11,7 @@ from ..engine.hyper import Hyper, boolean, non_negative
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
 from ..engine.transforms import GlobalNormClip
-from ..engine.search import linear_range
-from .common import decay_rates, eps, lr, weight_decay, ADAM_LR, DECOUPLED_DECAY
+from .common import decay_rates, eps, lr, weight_decay
 
 
 class AdanRule(Rule):
@@ -21,7 +20,6 @@ class AdanRule(Rule):
     u = (m/bc1 + b2 v/bc2) / (sqrt(n/bc3) + eps)`; then `p = (p - lr u)/(1 + lr wd)` (proximal)
     or, with `no_prox`, `p = p (1 - lr wd) - lr u`."""
 
-    search_space = {"lr": ADAM_LR, "weight_decay": DECOUPLED_DECAY, "betas[0]": linear_range(0.9, 0.99)}
     hyper = {
         "lr": lr(1e-3),
         "betas": decay_rates(0.98, 0.92, 0.99),

@@ -22,7 +22,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, integer, non_negative, one_of, optional
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay, adam_like_space
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 from .projection import (  # the projection helpers' home; conda re-exports is_projected, projects_right
     PROJ_TYPES, basis_shape, is_projected, project, project_back, projected_shape, projects_right, svd_basis,
 )
@@ -52,8 +52,6 @@ class CondaRule(Rule):
     """
 
     exact_state = ("projection",)
-    search_space = adam_like_space()
-    arena_kwargs = {"update_proj_gap": 10}  # the arena compares Conda with its projection on
     hyper = {
         "lr": lr(1e-3),
         "betas": decay_rates(0.9, 0.999),

@@ -11,7 +11,7 @@ import torch
 from ..engine import native, ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import moment_scalars, decay_rates, eps, lr, weight_decay, COUPLED_DECAY, adam_like_space
+from .common import moment_scalars, decay_rates, eps, lr, weight_decay
 
 
 _DECAY = 2  # engine/diffgrad.c's flag for the coupled weight decay
@@ -25,7 +25,6 @@ class DiffGradRule(Rule):
     step, not the stored m; eps is added to the uncorrected sqrt(v). Unlike the reference, `p.grad`
     itself is left untouched."""
 
-    search_space = adam_like_space(COUPLED_DECAY)
     hyper = {"lr": lr(1e-3), "betas": decay_rates(0.9, 0.999), "eps": eps(1e-8), "weight_decay": weight_decay(0.0)}
     second_moment_grad = True  # exp_avg_sq may take its own gradient g2 (e.g. the unclipped one)
 
@@ -66,10 +65,7 @@ class DiffGradRule(Rule):
         """The C kernel (`engine/diffgrad.c`, one pass) for float32 CPU tensors; False, with nothing
         updated, for anything else (the compiled `update` then runs)."""
         moments = (state["exp_avg"], state["exp_avg_sq"], state["previous_grad"])
-        values = (s["beta1"], s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["eps"], s["weight_decay"],
-                  s["neg_step_size"])  # fmt: skip
-        flags = _DECAY if s["decay"] else 0
-        return native.run_step("diffgrad", "optarena_diffgrad_step", p, g, moments, (p.numel(),), values, flags)
+        return native.run_step(native.DIFFGRAD, p, g, moments, (p.numel(),), s, _DECAY if s["decay"] else 0)
 
 
 class DiffGrad(Optimizer):

@@ -31,16 +31,13 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, integer, non_negative, one_of, optional
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import adam_like_space, decay_rates, eps, lr, moment_scalars, weight_decay
+from .common import decay_rates, eps, lr, moment_scalars, weight_decay
 from .projection import (
     PROJ_TYPES, basis_shape, is_projected, project, project_back, projected_shape, projects_right, svd_basis,
 )
 
 # The arena runs both with their projection on (rank 8, a refresh every 50 steps) and the
 # authors' README multiplier 0.25 (GaLore's `scale`, Fira's `alpha`).
-_ARENA = {"rank": 8, "update_proj_gap": 50}
-
-
 def _hyper(scale_name: str, scale_doc: str) -> dict[str, Hyper]:
     return {
         "lr": lr(1e-3),
@@ -130,8 +127,6 @@ class GaLoreRule(Rule):
     """
 
     exact_state = ("projection",)  # the basis is not quantized by 8-bit storage
-    search_space = adam_like_space()
-    arena_kwargs = {**_ARENA, "scale": 0.25}
     projection_kwargs = ("rank", "update_proj_gap", "scale", "proj_type")
     """The kwargs `create_optimizer` puts on the hidden matrices' groups only."""
     hyper = _hyper("scale", "multiplier of a projected matrix's update")
@@ -190,8 +185,6 @@ class FiraRule(Rule):
     """
 
     exact_state = ("projection", "residual_norm")
-    search_space = adam_like_space()
-    arena_kwargs = {**_ARENA, "alpha": 0.25}
     projection_kwargs = ("rank", "update_proj_gap", "alpha", "proj_type")
     hyper = _hyper("alpha", "multiplier of a projected matrix's low-rank update and of back(R) in the residual")
 

@@ -9,14 +9,12 @@ import torch
 from ..engine import native, ops
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from ..engine.search import log_range
-from .common import decay_rates, lr, weight_decay, BETA1
+from .common import decay_rates, lr, weight_decay
 
 
 class LionRule(Rule):
     """`p *= 1 - lr*wd; p -= lr*sign(b1*m + (1-b1)*g); m = b2*m + (1-b2)*g`. No eps, no bias correction."""
 
-    search_space = {"lr": log_range(1e-5, 1e-3), "weight_decay": log_range(1e-2, 10.0), "betas[0]": BETA1}
     hyper = {"lr": lr(1e-4), "betas": decay_rates(0.9, 0.99), "weight_decay": weight_decay(0.0)}
 
     @staticmethod
@@ -46,8 +44,7 @@ class LionRule(Rule):
     def fused_kernel(p, g, state, s) -> bool:
         """The C kernel (`engine/lion.c`, one pass) for float32 CPU tensors; False, with nothing
         updated, for anything else (the compiled `update` then runs)."""
-        values = (s["decay"], s["neg_lr"], s["beta1"], s["one_minus_beta1"], s["beta2"], s["one_minus_beta2"])
-        return native.run_step("lion", "optarena_lion_step", p, g, (state["exp_avg"],), (p.numel(),), values)
+        return native.run_step(native.LION, p, g, (state["exp_avg"],), (p.numel(),), s)
 
 
 class Lion(Optimizer):

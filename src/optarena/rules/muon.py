@@ -20,8 +20,7 @@ from ..engine import ops
 from ..engine.hyper import Hyper, boolean, integer, one_of, unit_interval
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from ..engine.search import linear_range, log_range
-from .common import ADAM_LR, lr, weight_decay
+from .common import lr, weight_decay
 from .orthogonalize import NS_DTYPES, NS_METHODS, newton_schulz
 
 SCALES = ("keller", "moonlight")
@@ -35,15 +34,6 @@ _NS_COMPILE_OPTIONS = {
     "pattern_matcher": False,
     "cpp.enable_floating_point_contract_flag": "fast",
 }
-
-
-MUON_SPACE = {
-    "lr": log_range(2e-3, 0.2),
-    "weight_decay": log_range(1e-4, 0.3),
-    "momentum": linear_range(0.85, 0.98),
-    "aux_kwargs.lr": ADAM_LR,
-}
-"""Muon's and NorMuon's search ranges; `aux_kwargs.lr` is the lr of the AdamW part of the split."""
 
 
 def _muon_hyper() -> dict[str, Hyper]:
@@ -124,7 +114,6 @@ class MuonRule(Rule):
     """`buf = lerp(buf, g, 1-momentum)`; `u = lerp(g, buf, momentum)` (Nesterov) or `buf`;
     `O = NS(u as (out, -1)) * shape scale` (in `ns_dtype`); `p *= 1 - lr*wd`; `p -= lr*O`."""
 
-    search_space = MUON_SPACE
     hyper = _muon_hyper()
     matrix_only = True  # the engine refuses 1-D parameters and points to create_optimizer
     compile_options = _NS_COMPILE_OPTIONS
@@ -156,7 +145,6 @@ class NorMuonRule(Rule):
     its own shape: `v` has shape `[o, i, h, 1]` and the norm is restored per `[o, i]` slice."""
 
     nonnegative_state = ("second_momentum_buffer",)
-    search_space = MUON_SPACE
     hyper = {**_muon_hyper(), "beta2": Hyper(0.95, unit_interval, "decay rate of the per-row second moment")}
     matrix_only = True
     compile_options = _NS_COMPILE_OPTIONS

@@ -8,7 +8,7 @@ from ..engine.hyper import Hyper, boolean, fraction, unit_interval
 from ..engine.layout import torch_fused_takes
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from .common import lr, weight_decay, COUPLED_DECAY, MOMENTUM, SGD_LR
+from .common import lr, weight_decay
 
 
 _WIDE = (torch.float32, torch.float64)
@@ -23,7 +23,6 @@ class SGDRule(Rule):
     dampening is set."""
 
     optional_state = ("momentum_buffer",)  # kept (and ignored) while momentum is 0
-    search_space = {"lr": SGD_LR, "weight_decay": COUPLED_DECAY, "momentum": MOMENTUM}
     hyper = {
         "lr": lr(1e-3),
         "momentum": Hyper(0.0, unit_interval, "momentum factor"),

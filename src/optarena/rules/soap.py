@@ -47,8 +47,7 @@ from ..engine.ops import decomposable
 from ..engine.hyper import Hyper, boolean, integer
 from ..engine.optimizer import Optimizer
 from ..engine.rule import Rule
-from ..engine.search import log_range
-from .common import decay_rates, eps, lr, weight_decay, adam_like_space
+from .common import decay_rates, eps, lr, weight_decay
 
 
 def _shampoo_beta(name, value):
@@ -125,7 +124,6 @@ class SOAPRule(Rule):
     """Adam in the eigenbasis of Shampoo's factors; first step builds the basis only; decay after the update."""
 
     exact_state = ("GG", "Q")  # Shampoo factors and their eigenbases stay exact
-    search_space = adam_like_space(lr_range=log_range(3e-4, 3e-2))
     hyper = {
         "lr": lr(3e-3),
         "betas": decay_rates(0.95, 0.95),
