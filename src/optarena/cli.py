@@ -1,4 +1,4 @@
-"""The `optarena` command line: `optarena demo` and `optarena arena run|plan|worker|report`.
+"""The `optarena` command line: `optarena demo` and `optarena arena run|plan|worker|report|dashboard`.
 
 `main(argv)` returns the exit status instead of exiting: 0 on success, 2 on a usage error
 (unknown optimizer name, missing optional dependency, bad value, damaged storage), 130 after
@@ -77,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="train a small MLP on the digits dataset with every optimizer at its defaults",
         description=(
-            "Train an MLP (64 -> 128 -> 10, ReLU) on scikit-learn's bundled digits dataset "
-            "(standardized, seeded stratified 80/20 train/validation split) with each registered "
-            "optimizer at its documented defaults, from the same initial weights and with the same "
-            "batch order, then print validation loss and accuracy, last training loss and the median "
-            f"time per step. Needs scikit-learn: {demo.INSTALL_HINT}."
+            "Train the arena's digits-mlp workload (MLP 64 -> 128 -> 128 -> 10 on scikit-learn's bundled "
+            "digits, fixed stratified 80/20 train/validation split, batch 64) with each registered "
+            "optimizer at its documented defaults, through the arena's training loop (warm-up, then "
+            "cosine lr decay), from the same initial weights and with the same batch order, then print "
+            "validation loss and accuracy, the recent training loss, the median time per step and the "
+            f"optimizer state per parameter. Needs scikit-learn: {demo.INSTALL_HINT}."
         ),
     )
     p.add_argument(
@@ -92,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated optimizer names (default: all registered)",
     )
     p.add_argument("--steps", type=_positive_int, default=demo.DEFAULT_STEPS, help="training steps (default: %(default)s)")
-    p.add_argument(
-        "--batch-size", type=_positive_int, default=demo.DEFAULT_BATCH_SIZE, help="batch size (default: %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED, help="seed for split, init and data order (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED, help="seed for init and data order (default: %(default)s)")
     p.add_argument(
         "--threads", type=_positive_int, default=demo.DEFAULT_THREADS, help="torch.set_num_threads value (default: %(default)s)"
     )
@@ -146,6 +144,13 @@ def _add_arena(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write results.json and the report of a run from its storage")
     common(p)
     p.set_defaults(handler=_cmd_arena)
+    text = "open optuna-dashboard on a run's storage (needs: pip install optuna-dashboard)"
+    p = sub.add_parser("dashboard", help=text, description=text)
+    p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage of the run (default: "
+                   "OUT/studies.journal)")  # fmt: skip
+    p.add_argument("--out", default="runs/arena", help="run folder whose journal to open (default: %(default)s)")
+    p.add_argument("--port", type=_positive_int, default=8080, help="port to serve on (default: %(default)s)")
+    p.set_defaults(handler=_cmd_dashboard)
 
 
 def _cmd_arena(args: argparse.Namespace) -> int:
@@ -192,18 +197,41 @@ def _cmd_arena(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on the run's storage until Ctrl-C (which is how it stops: exit 0)."""
+    from pathlib import Path
+
+    from .demo import MissingDependencyError
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise MissingDependencyError("the dashboard needs optuna-dashboard: pip install optuna-dashboard") from None
+    try:
+        from .arena.storage import DEFAULT_FILE, default_url, open_storage, redact
+    except ImportError as err:
+        raise MissingDependencyError(f"the arena needs {err.name!r}: pip install 'optarena[arena]'") from None
+
+    out = Path(args.out)
+    if args.storage is None and not (out / DEFAULT_FILE).is_file():
+        raise ValueError(f"no run in {out}: no {DEFAULT_FILE} there (give --out RUN_FOLDER or --storage URL)")
+    url = args.storage or default_url(out)
+    storage = open_storage(url)
+    print(f"optuna-dashboard on {redact(url)}: http://localhost:{args.port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        run_server(storage, host="localhost", port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     names = demo.resolve_optimizers(args.optimizers)  # unknown names fail before any work
-    print(
-        f"digits MLP 64-{demo.HIDDEN}-10 (ReLU), {args.steps} steps x batch {args.batch_size}, "
-        f"seed {args.seed}, {args.threads} thread(s); each optimizer at its documented defaults: "
-        + ", ".join(names),
-        flush=True,
-    )
+    print(demo.header(names, args.steps, args.seed, args.threads), flush=True)
     start = time.perf_counter()
-    rows = demo.run_demo(names, steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+    rows = demo.run_demo(names, steps=args.steps, seed=args.seed, threads=args.threads)
     print()
     print(demo.format_table(rows))
     print(f"\ntotal {time.perf_counter() - start:.1f} s")

@@ -1,10 +1,5 @@
-"""The arena's human report (report.md, report.html) and its atomic JSON/file writing.
-
-`sample_results()` builds a realistic results dict (schema "optarena.arena.results/1") for three
-optimizers on two workloads, with the awkward cases the report must survive: a failed run with
-null numbers, a missed target (null steps_to_target), a diverged seed, an infinite speedup stored
-as null, and a workload without solution properties.
-"""
+"""The arena's human report (report.md, report.html), the run summary, and the atomic JSON/file
+writing, on the hand-built results of tests/arena/results_sample.py."""
 from __future__ import annotations
 
 import base64
@@ -20,111 +15,12 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from optarena.arena.io import jsonable, write_atomic, write_json  # noqa: E402
+from optarena.arena.io import finite_or_none, jsonable, write_atomic, write_json  # noqa: E402
 from optarena.arena.report import write_report  # noqa: E402
+from optarena.arena.runner import summary  # noqa: E402
+from results_sample import OPTIMIZERS, TUNING, WORKLOADS, sample_results, tuned_results  # noqa: E402 (on sys.path)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-OPTIMIZERS = ["adamw", "lion", "muon"]
-WORKLOADS = ["rosenbrock", "mlp_digits"]
-
-
-def _curve(steps: int, start: float, end: float, n: int = 6) -> list[list[float]]:
-    pts = []
-    for i in range(n + 1):
-        s = steps * i // n
-        frac = i / n
-        pts.append([s, start * (end / start) ** frac])  # geometric: lines up on log axes
-    return pts
-
-
-def _seed(seed: int, steps: int, start: float, end: float, *, props: bool, status: str = "ok",
-          step_ms: float = 1.2) -> dict:
-    curve = _curve(steps, start, end) if status == "ok" else _curve(steps // 2, start, start * 3, n=3)
-    return {
-        "seed": seed, "status": status, "final": curve[-1][1] if status == "ok" else None,
-        "curve": curve, "train_loss": [[s, abs(v) + 0.01] for s, v in curve],
-        "step_ms": step_ms, "opt_step_ms": step_ms / 4, "state_bytes_per_param": 8.0,
-        "properties": ({"effective_rank": 11.5 + seed, "activation_kurtosis": 2.1 * seed, "tail_error": 0.2}
-                       if props and status == "ok" else {}),
-    }
-
-
-def _run(steps: int, start: float, ends: list[float], *, props: bool, params: dict,
-         steps_to_target: float | None, p: float | None, within: bool | None,
-         statuses: tuple[str, ...] = ("ok", "ok")) -> dict:
-    seeds = [_seed(i + 1, steps, start, e, props=props, status=st) for i, (e, st) in enumerate(zip(ends, statuses))]
-    finals = [s["final"] for s in seeds if s["final"] is not None]
-    mean = sum(finals) / len(finals) if finals else None
-    std = (math.sqrt(sum((f - mean) ** 2 for f in finals) / (len(finals) - 1)) if len(finals) > 1 else 0.0) if finals else None
-    ok = bool(finals)
-    return {
-        "status": "ok" if ok else "failed",
-        "best_params": params,
-        "tuning": [{"number": k, "params": params, "value": (ends[0] * (1 + k) if ok else None),
-                    "state": "COMPLETE" if ok else "FAIL"} for k in range(3)],
-        "seeds": seeds,
-        "final": {"mean": mean, "std": std, "n": len(finals)},
-        "steps_to_target": steps_to_target,
-        "step_ms": 1.234 if ok else None, "opt_step_ms": 0.3087 if ok else None,
-        "state_bytes_per_param": 8.0 if ok else None,
-        "vs_adamw": {"p_value": p, "within_noise": within},
-        "properties": ({"effective_rank": 12.5, "activation_kurtosis": 3.15, "tail_error": 0.2}
-                       if props and ok else {"effective_rank": None, "activation_kurtosis": None, "tail_error": None}),
-    }
-
-
-def sample_results() -> dict:
-    """3 optimizers x 2 workloads: muon fails on rosenbrock, lion misses the mlp target, one of
-    lion's rosenbrock seeds diverged, muon's mlp speedup is infinite (null); rosenbrock records
-    no solution properties."""
-    rb, mlp = 200, 300
-    runs = {
-        "rosenbrock": {
-            "adamw": _run(rb, 10.0, [1e-3, 1.4e-3], props=False, params={"lr": 0.0123456, "weight_decay": 0.0},
-                          steps_to_target=180.0, p=None, within=None),
-            "lion": _run(rb, 10.0, [5e-4, 9e-4], props=False, params={"lr": 1.234e-5, "betas": [0.9, 0.99]},
-                         steps_to_target=120.0, p=0.41, within=True, statuses=("ok", "diverged")),
-            "muon": _run(rb, 10.0, [1.0, 1.0], props=False, params={"lr": 0.02, "momentum": 0.95},
-                         steps_to_target=None, p=None, within=None, statuses=("diverged", "diverged")),
-        },
-        "mlp_digits": {
-            "adamw": _run(mlp, 0.1, [0.95, 0.96], props=True, params={"lr": 3e-3, "weight_decay": 0.1},
-                          steps_to_target=260.0, p=None, within=None),
-            "lion": _run(mlp, 0.1, [0.90, 0.91], props=True, params={"lr": 3e-4, "weight_decay": 1.0},
-                         steps_to_target=None, p=0.003, within=False),
-            "muon": _run(mlp, 0.1, [0.97, 0.975], props=True, params={"lr": 0.02, "nesterov": True},
-                         steps_to_target=150.0, p=0.01, within=False),
-        },
-    }
-    return {
-        "schema": "optarena.arena.results/1",
-        "created": "2026-11-22T05:00:00+00:00",
-        "suite": "quick",
-        "machine": {"cpu": "Test CPU @ 2.0GHz", "threads": 2, "torch": "2.13.0", "python": "3.11.7"},
-        "settings": {"trials": 3, "seeds": [1, 2], "storage": "sqlite:///arena.db"},
-        "optimizers": list(OPTIMIZERS),
-        "workloads": list(WORKLOADS),
-        "workload_info": {
-            "rosenbrock": {"metric": "f", "higher_is_better": False, "steps": rb,
-                           "description": "The 2-D Rosenbrock valley."},
-            "mlp_digits": {"metric": "val_accuracy", "higher_is_better": True, "steps": mlp,
-                           "description": "An MLP on 8x8 digits."},
-        },
-        "targets": {"rosenbrock": 1.2e-3, "mlp_digits": 0.955},
-        "runs": runs,
-        "profiles": {
-            "taus": [1.0, 1.5, 2.0, 3.0, 4.0],
-            "rho": {"adamw": [0.0, 1.0, 1.0, 1.0, 1.0], "lion": [0.5, 0.5, 0.5, 0.5, 0.5],
-                    "muon": [0.5, 0.5, 0.5, 0.5, 0.5]},
-            "score": {"adamw": 0.875, "lion": 0.5, "muon": 0.5},
-            "cost": "steps_to_target",
-        },
-        "speedup": {
-            "mlp_digits": {"budgets": [300, 600, 1200], "adamw_losses": [0.21, 0.16, 0.13],
-                           "fit": {"alpha": 5.1, "exponent": 0.62, "beta": 0.1},
-                           "speedup": {"lion": 0.62, "muon": None}, "note": None},
-        },
-    }
 
 
 class TagCollector(HTMLParser):
@@ -330,3 +226,106 @@ def test_jsonable_and_write_json_round_trip(tmp_path):
     assert back["runs"]["mlp_digits"]["muon"]["final"]["std"] is None
     assert back["speedup"]["mlp_digits"]["speedup"]["muon"] is None
     assert sorted(os.listdir(tmp_path)) == ["r.json", "results.json"]
+
+
+def test_finite_or_none_is_strict():
+    assert [finite_or_none(x) for x in (None, True, "1.5", [1], math.inf, -math.inf, math.nan)] == [None] * 7
+    assert finite_or_none(3) == 3.0 and isinstance(finite_or_none(3), float)
+    assert finite_or_none(-2.5) == -2.5
+
+
+def _section(md: str, heading: str) -> str:
+    return md.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _row(block: str, first: str) -> str:
+    return next(line for line in block.splitlines() if line.startswith(f"| {first} |"))
+
+
+@pytest.fixture(scope="module")
+def tuned_md(tmp_path_factory):
+    return write_report(tuned_results(), tmp_path_factory.mktemp("tuned"))["md"].read_text(encoding="utf-8")
+
+
+def test_report_opens_with_the_verdict(tuned_md):
+    headings = [line for line in tuned_md.splitlines() if line.startswith("#")]
+    assert headings[:3] == ["# optarena arena report: quick suite", "## Verdict", "### What this run can and cannot tell"]
+    verdict = _section(tuned_md, "## Verdict")
+    rosenbrock = _row(verdict, "rosenbrock")
+    assert "lion (0.0005)" in rosenbrock  # lower is better
+    assert "cannot tell against adamw (fewer than two finished seeds)" in rosenbrock  # lion kept one seed
+    assert "lion: lr at high edge" in rosenbrock  # the winner's flag is in the verdict
+    mlp = _row(verdict, "mlp_digits")
+    assert "muon (0.9725)" in mlp and "within seed noise of adamw (p = 0.13)" in mlp
+    assert "1 more below: lion" in mlp  # lion is last there, and flagged
+    scope = verdict.split("### What this run can and cannot tell\n", 1)[1]
+    for words in ("3 optimizers on 2 workloads (quick suite)", TUNING, "rerun on 2 seeds",
+                  "≈ (within seed noise) is common", "quick suite's budgets are short (200 to 300 steps",
+                  '2 of 6 results are marked "may be under-tuned"',
+                  "1 of 6 tunings stopped at their budget before converging"):  # fmt: skip
+        assert words in scope, words
+
+
+def test_a_clear_winner_is_beyond_seed_noise(tmp_path):
+    res = tuned_results()
+    for seed, final in zip(res["runs"]["mlp_digits"]["adamw"]["seeds"], (0.91, 0.915)):
+        seed["final"] = final
+    res["runs"]["mlp_digits"]["adamw"]["final"]["mean"] = 0.9125
+    md = write_report(res, tmp_path)["md"].read_text(encoding="utf-8")
+    assert "beyond seed noise against adamw (p = 0.0" in _row(_section(md, "## Verdict"), "mlp_digits")
+
+
+def test_under_tuned_rows_are_marked_with_their_edges(tuned_md):
+    block = tuned_md.split("### mlp_digits\n", 1)[1].split("\n#", 1)[0]
+    header = next(line for line in block.splitlines() if line.startswith("| Optimizer"))
+    assert "| Tuning |" in header
+    assert "may be under-tuned (note 1)" in _row(block, "lion")
+    assert "5 of 6 trials, converged" in _row(block, "muon") and "may be under" not in _row(block, "muon")
+    assert ("Note 1, lion: lr at high edge, weight_decay at low edge; tried lr 0.0001 to 0.0003 (best 0.0003), "
+            "weight_decay 0.1 to 1 (best 0.1). Its optimum may lie outside the values tried.") in block
+    assert "lr=0.0003, weight_decay=1" in _row(block, "lion")  # the best hyperparameters of the row
+
+
+def test_method_cards(tuned_md):
+    methods = _section(tuned_md, "## Methods")
+    assert [line for line in methods.splitlines() if line.startswith("### ")] == [
+        "### AdamW (adamw)", "### Lion (lion)", "### Muon (muon)"]
+    muon = methods.split("### Muon (muon)\n", 1)[1]
+    for item in ("- Class: optarena.Muon", "- Paper: The Muon paper (2024)", "- Reference: github.com/example/Muon",
+                 "- Capabilities: matrix-only yes, needs create_graph no, fused kernel c, state precisions fp32, bf16",
+                 "- Search lr: centre 0.02, grid x2 steps, log; source: Muon paper, table 3", "- Fixed: eps=1e-8"):  # fmt: skip
+        assert item in muon, item
+
+
+def test_a_file_without_tuning_details_says_so(report):
+    _, paths = report
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "| Tuning |" not in md  # no column of dashes
+    assert "under-tuning cannot be ruled out" in md and "not recorded" in _row(_section(md, "## Verdict"), "rosenbrock")
+    assert "This results file records no method cards." in md
+
+
+def test_summary_rows_best_first_with_marks_flags_and_winner():
+    text = summary(tuned_results())
+    rosenbrock, mlp = text.split("\nmlp_digits: ")
+    rows = [line.split()[0] for line in rosenbrock.splitlines()[3:6]]
+    assert rows == ["lion", "adamw", "muon"]
+    lion = rosenbrock.splitlines()[3]
+    assert "(1/2) ≈" in lion and lion.endswith("may be under-tuned: lr at high edge")
+    assert "  muon                       failed" in rosenbrock
+    assert "  winner: lion, cannot tell against adamw (fewer than two finished seeds)" in rosenbrock
+    assert [line.split()[0] for line in mlp.splitlines()[2:5]] == ["muon", "adamw", "lion"]
+    assert "  winner: muon, within seed noise of adamw (p = 0.13): no clear winner" in mlp
+    assert "performance-profile score (area on [1, 4], 1 = fastest to target everywhere): adamw 0.88, lion 0.50, muon 0.50" in mlp
+    assert "on mlp_digits (>max: beyond AdamW's asymptote): lion 0.62, muon >max" in mlp
+
+
+def test_summary_survives_an_empty_or_partial_file():
+    assert summary({}) == ""
+    res = sample_results()
+    res["profiles"], res["speedup"] = None, {"rosenbrock": {"fit": None, "note": "the speedup fit needs a loss"}}
+    del res["runs"]["mlp_digits"]["lion"]
+    text = summary(res)
+    assert "  lion                      not run" in text
+    assert "data-equivalent speedup over AdamW on rosenbrock: none (the speedup fit needs a loss)" in text
+    assert "performance-profile" not in text

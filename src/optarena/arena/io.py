@@ -6,18 +6,29 @@ bytes land in a temporary file in the destination directory, are flushed and fsy
 never a torn write, even if the process is killed halfway.
 
 JSON is written strictly (`allow_nan=False`): the results schema spells "infinite / not a
-number / not available" as null, and `jsonable` performs that conversion.
+number / not available" as null, and `jsonable` performs that conversion; `finite_or_none` is
+the one reading of a number the other way (writing results and reading them back agree on it).
 """
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomic", "write_json", "jsonable"]
+__all__ = ["finite_or_none", "write_atomic", "write_json", "jsonable"]
+
+
+def finite_or_none(x: Any) -> float | None:
+    """`x` as a finite float, or None: None, bools, strings and other non-numbers, inf and nan all
+    give None (a bool is not a measurement, and JSON's null stands for every missing number)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

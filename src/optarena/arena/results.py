@@ -19,21 +19,19 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..registry import card
 from ..system import cpu_name
-from . import analysis
+from . import analysis, tuning
+from .io import finite_or_none
 from .plan import BASELINE, Plan
 from .worker import finished_configs
 from .workloads import get_workload
 
-SCHEMA = "optarena.arena.results/1"
+SCHEMA = "optarena.arena.results/2"
 PROPERTIES = ("effective_rank", "activation_kurtosis", "tail_error")
 FIT_EXPONENT = (1.01e-3, 9.9)
 """A fitted exponent outside this open range sits at analysis.fit_power_law's search bound: no fit."""
 TAUS = [float(t) for t in np.linspace(1.0, 4.0, 61)]
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -57,8 +55,11 @@ def _tuning(study: optuna.Study) -> list[dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         record = t.user_attrs.get("record", {})
+        if "duplicate_of" in t.user_attrs:
+            continue
         rows.append({"number": t.number, "config": t.user_attrs.get("config"), "params": t.user_attrs.get("params"),
-                     "value": _finite(t.value), "state": t.state.name,
+                     "point": t.user_attrs.get("point"), "round": t.user_attrs.get("round"),
+                     "value": finite_or_none(t.value), "state": t.state.name,
                      "status": record.get("status", "error" if "error" in t.user_attrs else "interrupted")})  # fmt: skip
     return rows
 
@@ -80,20 +81,22 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
         for o in plan.optimizers:
             finished = finished_configs(load(plan.study_name(w, o, "final")))
             seeds = _seed_entries(finished)
-            tuning = _tuning(load(plan.study_name(w, o, "tune")))
-            best = next((t.user_attrs["values"] for t in finished.values() if "values" in t.user_attrs), None)
+            tune = load(plan.study_name(w, o, "tune"))
+            best = next((t.user_attrs["params"] for t in finished.values() if "params" in t.user_attrs), None)
             finals = [s["final"] for s in seeds if s.get("final") is not None]
+            done = [(tuple(t.user_attrs["point"]), t.value) for t in finished_configs(tune).values()]
             runs[w][o] = {
                 "status": "ok" if finals else "failed",
                 "best_params": best,
-                "tuning": tuning,
+                "tuning": _tuning(tune),
+                "tuned": tuning.summary(card(o).search, done, plan.trials, workload.higher_is_better),
                 "seeds": seeds,
                 "final": _summary(finals),
             }
         base = runs[w].get(BASELINE)
-        targets[w] = _finite(statistics.median(s["final"] if s.get("final") is not None else
-                                               (-math.inf if workload.higher_is_better else math.inf)
-                                               for s in base["seeds"])) if base and base["status"] == "ok" else None
+        targets[w] = finite_or_none(statistics.median(s["final"] if s.get("final") is not None else
+                                                      (-math.inf if workload.higher_is_better else math.inf)
+                                                      for s in base["seeds"])) if base and base["status"] == "ok" else None
         for o, run in runs[w].items():
             _derive(run, targets[w], workload.higher_is_better, base)
     results = {
@@ -102,8 +105,9 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
         "suite": plan.suite,
         "machine": machine(plan.threads),
         "settings": {"trials": plan.trials, "seeds": plan.seeds, "threads": plan.threads, "name": plan.name,
-                     **(settings or {})},  # fmt: skip
+                     "tuning": tuning.describe(plan.trials), **(settings or {})},  # fmt: skip
         "optimizers": list(plan.optimizers),
+        "methods": {o: card(o).describe() for o in plan.optimizers},
         "workloads": list(plan.workloads),
         "workload_info": info,
         "targets": targets,
@@ -118,23 +122,23 @@ def _summary(finals: list[float]) -> dict[str, Any]:
     if not finals:
         return {"mean": None, "std": None, "n": 0}
     s = analysis.summarize(finals)
-    return {"mean": _finite(s["mean"]), "std": _finite(s["std"]), "n": int(s["n"])}
+    return {"mean": finite_or_none(s["mean"]), "std": finite_or_none(s["std"]), "n": int(s["n"])}
 
 
 def _derive(run: dict[str, Any], target: float | None, higher: bool, base: dict[str, Any] | None) -> None:
     ok = [s for s in run["seeds"] if s.get("final") is not None]
     curve = median_curve(run["seeds"], higher)
     reached = analysis.steps_to_target(curve, target, higher) if target is not None and curve else math.inf
-    run["steps_to_target"] = _finite(reached)
+    run["steps_to_target"] = finite_or_none(reached)
     run["step_ms"] = _median([s.get("step_ms") for s in ok])
     run["opt_step_ms"] = _median([s.get("opt_step_ms") for s in ok])
     run["state_bytes_per_param"] = _median([s.get("state_bytes_per_param") for s in ok])
     mine = [s["final"] for s in ok]
     theirs = [s["final"] for s in base["seeds"] if s.get("final") is not None] if base else []
     p = analysis.welch_p_value(mine, theirs) if len(mine) >= 2 and len(theirs) >= 2 else math.nan
-    run["vs_adamw"] = {"p_value": _finite(p), "within_noise": analysis.within_noise(mine, theirs)
+    run["vs_adamw"] = {"p_value": finite_or_none(p), "within_noise": analysis.within_noise(mine, theirs)
                        if len(mine) >= 2 and len(theirs) >= 2 else None}  # fmt: skip
-    run["properties"] = {k: _median([_finite(s.get("properties", {}).get(k)) for s in ok]) for k in PROPERTIES}
+    run["properties"] = {k: _median([finite_or_none(s.get("properties", {}).get(k)) for s in ok]) for k in PROPERTIES}
 
 
 def median_curve(seeds: list[dict[str, Any]], higher: bool) -> list[list[float]]:
@@ -184,7 +188,7 @@ def _speedup(storage: BaseStorage, plan: Plan, w: str, runs: dict[str, Any]) -> 
         return entry
     for o, run in runs.items():
         mean = run["final"]["mean"]
-        entry["speedup"][o] = _finite(analysis.data_equivalent_speedup(fit, mean, T)) if mean is not None else None
+        entry["speedup"][o] = finite_or_none(analysis.data_equivalent_speedup(fit, mean, T)) if mean is not None else None
     return entry
 
 

@@ -8,15 +8,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .io import jsonable, write_json
 from .plan import Plan, create_studies, load_plan
+from .report.format import NOISE_MARK, UNDER_TUNED
+from .report.verdict import against_runner_up
 from .results import collect, lost_results
+from .resultsfile import NOT_RUN, read_results
 from .storage import ArenaError, open_storage, redact
 from .workloads import get_workload
 from .workloads.base import DatasetMissingError
-from .worker import Worker
+from .worker import Worker, finished_configs
 
 
 def preflight(plan: Plan) -> None:
@@ -29,39 +32,97 @@ def preflight(plan: Plan) -> None:
 
 
 class Progress:
-    """Rich progress over the plan's configurations (ETA from the finished ones)."""
+    """Progress over the plan's configurations, when `enabled`: rich's live bar on a terminal;
+    otherwise (a log file, a pipe, where a live bar prints nothing) a plain line each time this
+    worker moves on to another study (the last one is finished here), and at most every
+    `interval` seconds on the next event, with counts, ETA and the last configuration finished.
+    The total is done + pending each time: a tuning study may finish under its budget, so it can
+    shrink while running."""
 
-    def __init__(self, worker: Worker, enabled: bool = True):
-        self.worker, self.enabled, self.bar = worker, enabled, None
-        self.total = sum(len(s.configs) for s in worker.specs)
+    def __init__(self, worker: Worker, enabled: bool = True, *, interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.worker, self.enabled, self.interval, self.clock = worker, enabled, interval, clock
+        self.bar: Any = None
+        self.plain = False
+        self.study: str | None = None  # the study of the last configuration this worker finished
+        self.last = ""  # that configuration, in words
+        self.started = self.printed = 0.0
+        self.done_at_start = 0
+
+    def counts(self) -> tuple[int, int]:
+        """(configurations finished, configurations still to run), by every worker of the run."""
+        done = sum(len(finished_configs(self.worker.study(s.name))) for s in self.worker.specs)
+        return done, self.worker.pending()
 
     def __enter__(self) -> "Progress":
-        if self.enabled:
+        if not self.enabled:
+            return self
+        done, pending = self.counts()
+        if sys.stdout.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
             from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Bar(TextColumn("[bold]{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
             self.bar.__enter__()
-            self.task = self.bar.add_task("arena", total=self.total, completed=self.total - self.worker.pending())
+            self.task = self.bar.add_task("arena", total=done + pending, completed=done)
+        else:
+            self.plain, self.started, self.done_at_start = True, self.clock(), done
+            self.line(done, pending)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+        elif self.plain and exc[0] is None:
+            self.line(*self.counts())
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
+        if self.bar is not None:
+            self.update_bar(kind, info)
+        elif self.plain:
+            self.update_plain(kind, info)
+
+    def update_bar(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "start":
             text = f"{info['kind']} {info['workload']} / {info['optimizer']} #{info['config']}"
             self.bar.update(self.task, description=text)
         elif kind in ("done", "error", "requeued", "idle"):
             if kind == "idle":
                 self.bar.update(self.task, description="waiting for other workers")
-            self.bar.update(self.task, completed=self.total - self.worker.pending())
+            done, pending = self.counts()
+            self.bar.update(self.task, total=done + pending, completed=done)
         if kind == "error":
-            self.bar.console.print(f"[red]error[/red] {info['study']} #{info['config']}: {info['error']}")
+            self.bar.console.print(f"[red]error[/red] {info['study']} #{info.get('config')}: {info['error']}")
+
+    def update_plain(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "start" and self.study is not None and info["study"] != self.study:
+            self.study = None  # moved on: the last study is finished here
+            self.line(*self.counts())
+        elif kind in ("done", "error"):
+            self.study = info["study"]
+            self.last = f"{info['kind']} {info['workload']} / {info['optimizer']} #{info.get('config')}"
+            if kind == "error":
+                print(f"error {info['study']} #{info.get('config')}: {info['error']}", flush=True)
+        if kind != "start" and self.clock() - self.printed >= self.interval:
+            self.line(*self.counts(), "waiting for other workers" if kind == "idle" else "")
+
+    def line(self, done: int, pending: int, note: str = "") -> None:
+        """One plain progress line: `[elapsed] done/total configurations done, eta ... — last: ...`."""
+        now = self.clock()
+        elapsed = now - self.started
+        rate = (done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
+        eta = self.hms(pending / rate) if rate > 0 else ("0:00" if pending == 0 else "?")
+        text = f"[{self.hms(elapsed):>5}] {done}/{done + pending} configurations done, eta {eta}"
+        text += f" — last: {self.last}" if self.last else ""
+        print(text + (f" ({note})" if note else ""), flush=True)
+        self.printed = now
+
+    @staticmethod
+    def hms(seconds: float) -> str:
+        """4:05, or 1:02:03 past an hour."""
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def spawn_workers(url: str, name: str, count: int, logs: Path) -> list[subprocess.Popen]:
@@ -166,37 +227,38 @@ def _fmt(x: Any, digits: int = 4) -> str:
 def summary(results: dict[str, Any]) -> str:
     """A plain-text table per workload: optimizers best first, final metric mean ± std over the
     seeds that finished ("(k/n)" when some diverged; ≈: within seed noise of AdamW), steps to
-    AdamW's target, ms per training step, state B/param."""
+    AdamW's target, ms per training step, state B/param, the under-tuned flags; then the winner
+    and whether it is beyond seed noise, the profile scores and the speedups."""
+    r = read_results(results)
     lines = []
-    for w in results["workloads"]:
-        info, runs = results["workload_info"][w], results["runs"][w]
-        sign = -1 if info["higher_is_better"] else 1
-        order = sorted(runs, key=lambda o: (runs[o]["final"]["mean"] is None, sign * (runs[o]["final"]["mean"] or 0)))
-        lines.append(f"\n{w}: {info['metric']} ({'higher' if info['higher_is_better'] else 'lower'} is better), "
-                     f"{info['steps']} steps, target {_fmt(results['targets'].get(w))}")  # fmt: skip
+    for w in r.workloads.values():
+        steps = f"{w.steps} steps, " if w.steps is not None else ""
+        lines.append(f"\n{w.name}: {w.metric} ({'higher' if w.higher_is_better else 'lower'} is better), "
+                     f"{steps}target {_fmt(w.target)}")  # fmt: skip
         lines.append(f"  {'optimizer':<10} {'final (mean ± std)':>22} {'':1} {'steps→target':>12} {'ms/step':>8} {'B/param':>8}")
-        for o in order:
-            run = runs[o]
-            mean, std = run["final"]["mean"], run["final"]["std"]
-            final = "failed" if mean is None else f"{_fmt(mean)} ± {_fmt(std, 2)}"
-            if mean is not None and run["final"]["n"] < len(run["seeds"]):  # the others diverged or failed
-                final += f" ({run['final']['n']}/{len(run['seeds'])})"
-            mark = "≈" if run["vs_adamw"]["within_noise"] and o != "adamw" else ""
-            steps = _fmt(run["steps_to_target"], 5)
-            lines.append(f"  {o:<10} {final:>22} {mark:1} {steps:>12} {_fmt(run['step_ms'], 3):>8} "
-                         f"{_fmt(run['state_bytes_per_param'], 3):>8}")  # fmt: skip
-    scores = results["profiles"]["score"]
-    lines.append("\nperformance-profile score (area on [1, 4], 1 = fastest to target everywhere): "
-                 + ", ".join(f"{o} {scores[o]:.2f}" for o in sorted(scores, key=lambda o: -scores[o])))  # fmt: skip
-    for w, entry in results.get("speedup", {}).items():
-        if entry.get("fit") is None or entry.get("note"):
-            lines.append(f"data-equivalent speedup over AdamW on {w}: none ({entry.get('note') or 'no fit'})")
+        for run in w.ranking:
+            if run.mean is None:
+                final = NOT_RUN if run.status == NOT_RUN else "failed"
+            else:
+                final = f"{_fmt(run.mean)} ± {_fmt(run.std, 2)}"
+                if run.n is not None and run.n < len(run.seeds):  # the others diverged or failed
+                    final += f" ({run.n}/{len(run.seeds)})"
+            flag = f"  {UNDER_TUNED}: {', '.join(run.tuned.reasons())}" if run.under_tuned else ""
+            lines.append(f"  {run.optimizer:<10} {final:>22} {NOISE_MARK if run.noise_mark else '':1} "
+                         f"{_fmt(run.steps_to_target, 5):>12} {_fmt(run.step_ms, 3):>8} "
+                         f"{_fmt(run.state_bytes_per_param, 3):>8}{flag}")  # fmt: skip
+        winner = f"{w.winner.optimizer}, {against_runner_up(w)}" if w.winner else "none (no optimizer finished)"
+        lines.append(f"  winner: {winner}")
+    if r.profiles is not None and r.profiles.score:
+        scores = r.profiles.score
+        lines.append("\nperformance-profile score (area on [1, 4], 1 = fastest to target everywhere): "
+                     + ", ".join(f"{o} {scores[o]:.2f}" if scores.get(o) is not None else f"{o} {_fmt(None)}"
+                                 for o in r.profiles.order(r.optimizers) if o in scores))  # fmt: skip
+    for w, entry in r.speedup.items():
+        if entry.fit is None or entry.note:
+            lines.append(f"data-equivalent speedup over AdamW on {w}: none ({entry.note or 'no fit'})")
             continue
-        def cell(o: str, v: float | None) -> str:
-            if v is not None:
-                return _fmt(v, 3)
-            return ">max" if results["runs"][w][o]["final"]["mean"] is not None else "n/a"
-
-        values = ", ".join(f"{o} {cell(o, v)}" for o, v in entry["speedup"].items())
+        values = ", ".join(f"{o} {_fmt(s.value, 3) if s.value is not None else '>max' if s.beyond else 'n/a'}"
+                           for o, s in entry.values.items())  # fmt: skip
         lines.append(f"data-equivalent speedup over AdamW on {w} (>max: beyond AdamW's asymptote): {values}")
     return "\n".join(lines)
