@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 _ELEMENT = re.compile(r"^(\w+)\[(\d+)\]$")
 
@@ -83,20 +83,34 @@ class Card:
     the only axis swept in the first round). Keys are constructor arguments (`"lr"`), one element of
     a tuple argument (`"betas[0]"`) or an entry of a dict argument of `create_optimizer`
     (`"aux_kwargs.lr"`: the AdamW part of a Muon split). `fixed`: constructor kwargs the arena
-    always adds. `needs_create_graph`: the training loop must call `backward(create_graph=True)`."""
+    always adds. `needs_create_graph`: the training loop must call `backward(create_graph=True)`.
+
+    A method that is not a `torch.optim` optimizer (a convex solver, a trainer without
+    backpropagation) has `cls=None` and a `trainer(task, values, *, steps, seed)` that trains the
+    workload's `task` in its own way and leaves the trained network in `task.model`; `workloads`
+    names the workloads it applies to (None: all). Its `search` may be empty (nothing to tune)."""
 
     name: str
-    cls: type
+    cls: type | None
     paper: str
     reference: str
     search: dict[str, Axis]
     fixed: dict[str, Any] = field(default_factory=dict)
     needs_create_graph: bool = False
+    trainer: Callable[..., None] | None = None
+    workloads: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if (self.cls is None) == (self.trainer is None):
+            raise ValueError(f"card {self.name!r}: give exactly one of cls (an optimizer) and trainer")
+        if not self.search and self.trainer is not None:
+            return
         swept = [k for k, a in self.search.items() if a.sweep]
         if not self.search or list(self.search)[0] != "lr" or swept not in ([], ["lr"]):
             raise ValueError(f"card {self.name!r}: search must start with 'lr', the only axis with a sweep")
+
+    def applies_to(self, workload: str) -> bool:
+        return self.workloads is None or workload in self.workloads
 
     @property
     def rule(self) -> Any:
@@ -110,6 +124,8 @@ class Card:
     def fused(self) -> str:
         """What `fused=True` runs: a kernel of the rule's own (torch's fused or a C kernel, for the
         tensors it takes), else torch.compile of the rule, else the eager rule."""
+        if self.trainer is not None:
+            return "not an optimizer"
         if getattr(self.rule, "fused_kernel", None) is not None:
             return "own kernel"
         return "compiled rule" if getattr(self.rule, "compilable", True) else "eager rule"
@@ -124,18 +140,20 @@ class Card:
         return defaults
 
     def kwargs(self, values: Mapping[str, float]) -> dict[str, Any]:
-        """`create_optimizer` kwargs for searched `values` (axis name -> value), plus `fixed`."""
+        """`create_optimizer` kwargs (or a trainer's values) for searched `values`, plus `fixed`."""
         return {**self.fixed, **axis_kwargs(values, self.defaults())}
 
     def describe(self) -> dict[str, Any]:
         """The card as JSON for results and reports."""
         return {
             "name": self.name,
-            "class": self.cls.__name__,
+            "class": self.cls.__name__ if self.cls is not None else f"trainer {self.trainer.__module__}."
+                                                                   f"{self.trainer.__qualname__}",
             "paper": self.paper,
             "reference": self.reference,
             "capabilities": {"matrix_only": self.matrix_only, "needs_create_graph": self.needs_create_graph,
-                             "fused": self.fused, "state_precisions": ["param dtype", "fp32", "bf16", "8bit"]},
+                             "fused": self.fused,
+                             "state_precisions": ["param dtype", "fp32", "bf16", "8bit"] if self.cls else []},
             "search": {k: {"center": a.center, "grid": a.grid(), "source": a.source} for k, a in self.search.items()},
             "fixed": dict(self.fixed),
         }  # fmt: skip
@@ -206,6 +224,26 @@ LION_DECAY = _decay(0.3, "Chen et al. 2023: decoupled decay 3-10x larger than Ad
 ADAM_LR_SOURCE = f"torch.optim.AdamW's lr 1e-3; {_SHORT}"
 PROJECTION_FIXED = {"rank": 8, "update_proj_gap": 50}
 """GaLore/Fira in the arena: rank 8 (the workloads' hidden matrices are 64-256 wide), a basis refresh every 50 steps."""
+
+
+def convex_trainer(task: Any, values: Mapping[str, Any], *, steps: int, seed: int) -> None:
+    """The convex program of the task's two-layer ReLU problem (`task.problem()` gives X, y, beta)
+    over `patterns` sampled arrangement patterns (the paper's approximate formulation), solved by
+    ADMM in at most `steps` iterations; the recovered network replaces `task.model`."""
+    from .convex import fit_two_layer_relu
+
+    X, y, beta = task.problem()
+    result = fit_two_layer_relu(X, y, beta, solver="admm", patterns=int(values["patterns"]), max_iter=steps, seed=seed)
+    task.model = result.model
+
+
+def builtin_trainers() -> list[Card]:
+    """The built-in methods that are not optimizers."""
+    return [
+        Card("convex_relu", None, "Bai, Gautam & Sojoudi, Efficient Global Optimization of Two-layer ReLU Networks "
+             "(2022); Pilanci & Ergen (2020)", "optarena.convex (ADMM over sampled arrangement patterns)", {},
+             fixed={"patterns": 100}, trainer=convex_trainer, workloads=("relu-global",)),
+    ]  # fmt: skip
 
 
 def builtin_cards() -> list[Card]:

@@ -24,9 +24,24 @@ def register(name: str, cls: type[torch.optim.Optimizer], card: Any = None) -> t
     return cls
 
 
+def register_trainer(card: Any) -> None:
+    """Make a method that is not an optimizer (a card with a `trainer`) known to the arena as `card.name`."""
+    if card.trainer is None:
+        raise ValueError(f"card {card.name!r} has no trainer; optimizers are registered with register(name, cls, card=...)")
+    if card.name in _REGISTRY or (card.name in _CARDS and _CARDS[card.name] is not card):
+        raise ValueError(f"method name {card.name!r} is already registered")
+    _CARDS[card.name] = card
+
+
+def methods() -> list[str]:
+    """Every method the arena can run: the optimizers with cards and the trainers, sorted."""
+    return sorted(_CARDS)
+
+
 def card(name: str) -> Any:
     """The card of the method registered as `name`; ValueError if it has none (the arena cannot run it)."""
-    get(name)
+    if not isinstance(name, str) or name.lower() not in _CARDS:
+        get(name)  # an unknown name: the error lists the optimizers
     found = _CARDS.get(name.lower())
     if found is None:
         raise ValueError(f"optimizer {name!r} has no card, so the arena cannot tune it; register it with "

@@ -1,4 +1,4 @@
-"""Hand-built results dicts (schema "optarena.arena.results/1") for the report, the reader and
+"""Hand-built results dicts (schema "optarena.arena.results/2") for the report, the reader and
 the run summary.
 
 `sample_results()`: three optimizers on two workloads, with the awkward cases a reader must
@@ -86,7 +86,7 @@ def sample_results() -> dict:
         },
     }
     return {
-        "schema": "optarena.arena.results/1",
+        "schema": "optarena.arena.results/2",
         "created": "2026-11-22T05:00:00+00:00",
         "suite": "quick",
         "machine": {"cpu": "Test CPU @ 2.0GHz", "threads": 2, "torch": "2.13.0", "python": "3.11.7"},

@@ -12,22 +12,26 @@ from optarena.arena.runner import Progress
 
 
 class FakeWorker:
-    """Two studies; `finished` per study and `left` (what `pending()` says) are set by the test."""
+    """Two studies; per study the configurations finished and still to run (`left`, what a real
+    worker's budget and tuning procedure say) are set by the test."""
 
-    def __init__(self, left: int):
+    def __init__(self, tune: int, final: int):
         self.specs = [SimpleNamespace(name="tune-a"), SimpleNamespace(name="final-a")]
         self.finished = {"tune-a": 0, "final-a": 0}
-        self.left = left
+        self.remaining = {"tune-a": tune, "final-a": final}
 
     def study(self, name: str) -> str:
         return name
 
+    def left(self, spec) -> int:
+        return self.remaining[spec.name]
+
     def pending(self) -> int:
-        return self.left
+        return sum(self.remaining.values())
 
     def finish(self, study: str) -> None:
         self.finished[study] += 1
-        self.left -= 1
+        self.remaining[study] -= 1
 
 
 class Clock:
@@ -40,7 +44,7 @@ class Clock:
 
 @pytest.fixture
 def worker(monkeypatch):
-    w = FakeWorker(left=6)
+    w = FakeWorker(tune=4, final=2)
     monkeypatch.setattr(runner, "finished_configs", lambda study: dict.fromkeys(range(w.finished[study])))
     return w
 
@@ -64,21 +68,21 @@ def test_plain_lines_per_finished_study_and_every_interval(worker, capsys):
             clock.now = 100 + at
             worker.finish("tune-a")
             progress("done", _info("tune-a", config))
-        assert _lines(capsys) == []  # within the interval, the same study
+        assert _lines(capsys) == []  # within the interval, no study finished
+        worker.remaining["tune-a"] = 0  # the tuning stopped under its budget: finished, the total shrinks
         clock.now = 121
-        progress("start", _info("final-a", 0))  # moved on: tune-a is finished here
-        assert _lines(capsys) == ["[ 0:21] 2/6 configurations done, eta 0:42 — last: tune charlm / muon #1"]
-        worker.left -= 2  # the tuning finished under its budget: the total shrinks
-        clock.now = 151
+        progress("start", _info("final-a", 0))
+        assert _lines(capsys) == []
+        clock.now = 130
         worker.finish("final-a")
-        progress("done", _info("final-a", 0))
-        assert _lines(capsys) == ["[ 0:51] 3/4 configurations done, eta 0:17 — last: final charlm / muon #0"]
-        clock.now = 160
+        progress("done", _info("final-a", 0))  # a study is seen finished: a line at once
+        assert _lines(capsys) == ["[ 0:30] 3/4 configurations done, eta 0:10 — last: final charlm / muon #0"]
+        clock.now = 140
         progress("idle", {})
         assert _lines(capsys) == []
-        clock.now = 185
+        clock.now = 165
         progress("idle", {})
-        assert _lines(capsys) == ["[ 1:25] 3/4 configurations done, eta 0:28 — last: final charlm / muon #0 "
+        assert _lines(capsys) == ["[ 1:05] 3/4 configurations done, eta 0:22 — last: final charlm / muon #0 "
                                   "(waiting for other workers)"]  # fmt: skip
         progress("error", {**_info("final-a", 1), "error": "RuntimeError: boom"})
         assert _lines(capsys) == ["error final-a #1: RuntimeError: boom"]
@@ -110,7 +114,7 @@ def test_a_terminal_gets_the_live_bar(worker, monkeypatch, capsys):
         assert progress.bar is not None
         progress("start", _info("tune-a", 0))
         worker.finish("tune-a")
-        worker.left -= 1
+        worker.remaining["tune-a"] -= 1
         progress("done", _info("tune-a", 0))
         task = progress.bar.tasks[0]
         assert (task.completed, task.total) == (1, 5)  # done + pending: the total shrank

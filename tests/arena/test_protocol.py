@@ -1,6 +1,7 @@
 """The arena's protocol pieces: method cards' axes, plans, the schedule, one training run, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -58,7 +59,7 @@ def test_plan_names_are_checked_and_listed():
     with pytest.raises(ArenaError, match=r"trials must be an integer in \[1, inf\)"):
         make_plan("quick", trials=0)
     plan = make_plan("quick")
-    assert plan.optimizers == optarena.available() and plan.workloads == list(WORKLOADS)
+    assert plan.optimizers == optarena.methods() and plan.workloads == list(WORKLOADS)  # optimizers and trainers
     assert plan.trials == SUITES["quick"]["trials"]
 
 
@@ -163,8 +164,6 @@ def test_concurrent_creation_of_one_run_enqueues_each_configuration_once(tmp_pat
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # train sets grads to None
 def test_a_method_whose_card_needs_create_graph_is_trained_with_it():
-    import dataclasses
-
     from optarena.registry import _CARDS, _REGISTRY
 
     seen = []
@@ -183,3 +182,42 @@ def test_a_method_whose_card_needs_create_graph_is_trained_with_it():
         _REGISTRY.pop("graph_test"), _CARDS.pop("graph_test")
     assert record["status"] == "ok" and seen == [True, True, True]  # gradients carry their graph
     assert record["final"] == plain["final"]  # and the update is AdamW's
+
+
+def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
+    """A method that is not an optimizer enters through its card: trained by its own function,
+    on its workloads only, untuned when it declares nothing to tune, and left out of the profiles."""
+    from optarena.arena.results import collect
+    from optarena.arena.worker import Worker
+    from optarena.cards import Card
+    from optarena.registry import _CARDS
+
+    calls = []
+
+    def oracle(task, values, *, steps, seed):
+        calls.append((values, steps, seed))
+        with torch.no_grad():
+            task.model.x.fill_(1.0)  # Rosenbrock's minimum
+
+    card = Card("oracle_test", None, "a test", "none", {}, fixed={"knob": 3}, trainer=oracle, workloads=("rosenbrock",))
+    optarena.register_trainer(card)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            optarena.register_trainer(dataclasses.replace(card, name="adamw"))
+        plan = make_plan("quick", optimizers=["adamw", "oracle_test"], workloads=["rosenbrock", "noisy-quadratic"],
+                         trials=3, seeds=2, steps=40, name="trainer")  # fmt: skip
+        assert [s.name for s in plan.studies() if s.optimizer == "oracle_test"] == [
+            "trainer:rosenbrock:oracle_test:tune", "trainer:rosenbrock:oracle_test:final"]
+        storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+        create_studies(storage, plan)
+        Worker(storage, plan).run()
+        results = collect(storage, plan)
+    finally:
+        _CARDS.pop("oracle_test")
+    assert calls == [({"knob": 3}, 40, 0), ({"knob": 3}, 40, 1), ({"knob": 3}, 40, 2)]  # one tuning run, 2 seeds
+    run = results["runs"]["rosenbrock"]["oracle_test"]
+    assert run["final"]["mean"] == 0.0 and run["tuned"]["trials"] == 1 and not run["tuned"]["under_tuned"]
+    assert run["step_ms"] is not None and [s["curve"] for s in run["seeds"]] == [[[40, 0.0]], [[40, 0.0]]]
+    assert "oracle_test" not in results["runs"]["noisy-quadratic"]
+    assert set(results["profiles"]["score"]) == {"adamw"}
+    assert results["methods"]["oracle_test"]["capabilities"]["fused"] == "not an optimizer"

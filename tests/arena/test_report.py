@@ -329,3 +329,20 @@ def test_summary_survives_an_empty_or_partial_file():
     assert "  lion                      not run" in text
     assert "data-equivalent speedup over AdamW on rosenbrock: none (the speedup fit needs a loss)" in text
     assert "performance-profile" not in text
+
+
+def test_distance_to_a_certified_optimum(tmp_path):
+    res = sample_results()
+    res["optimum"] = {"rosenbrock": {"value": 4e-4, "lower_bound": 3.9999e-4, "solver": "convex exact", "width": 7,
+                                     "seconds": 1.5}}
+    for o, gap in (("adamw", 8e-4), ("lion", 3e-4), ("muon", None)):
+        res["runs"]["rosenbrock"][o]["gap"] = {"absolute": gap, "relative": None if gap is None else gap / 4e-4}
+    md = write_report(res, tmp_path)["md"].read_text(encoding="utf-8")
+    block = _section(md, "## Distance to the global optimum")
+    assert "### rosenbrock" in block and "mlp_digits" not in block  # only where an optimum is known
+    assert _row(block, "convex exact (reference)").split("|")[2:5] == [" 0.0004 ", " 0 ", " 0 "]
+    assert "lower bound 0.00039999, width 7, 1.5 s" in block
+    assert [c.strip() for c in _row(block, "lion").split("|")[3:5]] == ["0.0003", "0.75"]
+    assert [c.strip() for c in _row(block, "adamw").split("|")[3:5]] == ["0.0008", "2"]
+    assert _row(block, "muon").split("|")[3].strip() == "—"  # failed: no gap
+    assert "## Distance to the global optimum" not in write_report(sample_results(), tmp_path / "none")["md"].read_text()

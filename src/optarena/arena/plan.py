@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
-from ..registry import available, card
+from ..registry import available, card, methods
 from . import tuning
 from .procs import gone, this_process
 from .storage import ArenaError
@@ -88,6 +88,8 @@ class Plan:
             direction = "maximize" if workload.higher_is_better else "minimize"
             steps = self.steps(w)
             for o in self.optimizers:
+                if not card(o).applies_to(w):
+                    continue
                 tname = self.study_name(w, o, "tune")
                 axes = card(o).search
                 configs = tuple(tuning_config(axes, i, point, 0, steps)
@@ -126,8 +128,8 @@ def make_plan(
     if suite not in SUITES:
         raise ArenaError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     cfg = SUITES[suite]
-    opts = list(optimizers) if optimizers else available()
-    valid = available()
+    opts = list(optimizers) if optimizers else methods()
+    valid = sorted(set(available()) | set(methods()))
     bad = [o for o in opts if o not in valid]
     if bad:
         raise ArenaError(f"unknown optimizer(s) {', '.join(bad)}; valid optimizers: {', '.join(valid)}")

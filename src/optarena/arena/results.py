@@ -72,13 +72,15 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
     """The results dict of a finished (or partly finished) plan."""
     load = lambda name: optuna.load_study(storage=storage, study_name=name)  # noqa: E731
     runs: dict[str, dict[str, Any]] = {}
-    info, targets = {}, {}
+    info, targets, optima = {}, {}, {}
     for w in plan.workloads:
         workload = get_workload(w)
         info[w] = {"metric": workload.metric, "higher_is_better": workload.higher_is_better,
                    "steps": plan.steps(w), "description": workload.description}  # fmt: skip
         runs[w] = {}
         for o in plan.optimizers:
+            if not card(o).applies_to(w):
+                continue
             finished = finished_configs(load(plan.study_name(w, o, "final")))
             seeds = _seed_entries(finished)
             tune = load(plan.study_name(w, o, "tune"))
@@ -99,6 +101,10 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
                                                       for s in base["seeds"])) if base and base["status"] == "ok" else None
         for o, run in runs[w].items():
             _derive(run, targets[w], workload.higher_is_better, base)
+        if workload.optimum is not None:
+            optima[w] = workload.optimum()
+            for run in runs[w].values():
+                run["gap"] = _gap(run["final"]["mean"], optima[w]["value"])
     results = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -111,11 +117,19 @@ def collect(storage: BaseStorage, plan: Plan, settings: dict[str, Any] | None = 
         "workloads": list(plan.workloads),
         "workload_info": info,
         "targets": targets,
+        "optimum": optima,
         "runs": runs,
         "profiles": _profiles(runs, plan),
         "speedup": {w: _speedup(storage, plan, w, runs[w]) for w in plan.scale if BASELINE in plan.optimizers},
     }
     return results
+
+
+def _gap(mean: float | None, best: float) -> dict[str, float | None]:
+    """How far a final metric is from the known global optimum: absolute and relative to it."""
+    if mean is None:
+        return {"absolute": None, "relative": None}
+    return {"absolute": mean - best, "relative": (mean - best) / abs(best) if best else None}
 
 
 def _summary(finals: list[float]) -> dict[str, Any]:
@@ -154,8 +168,11 @@ def median_curve(seeds: list[dict[str, Any]], higher: bool) -> list[list[float]]
 
 
 def _profiles(runs: dict[str, dict[str, Any]], plan: Plan) -> dict[str, Any]:
+    """AlgoPerf's profiles over the methods that run on every workload of the plan (a method
+    confined to some workloads, like a convex solver, is compared where it runs, not here)."""
+    everywhere = [o for o in plan.optimizers if all(o in runs[w] for w in plan.workloads)]
     costs = {o: {w: (runs[w][o]["steps_to_target"] if runs[w][o]["steps_to_target"] is not None else math.inf)
-                 for w in plan.workloads} for o in plan.optimizers}  # fmt: skip
+                 for w in plan.workloads} for o in everywhere}  # fmt: skip
     rho = analysis.performance_profile(costs, TAUS)
     score = analysis.profile_score(costs)
     return {"taus": TAUS, "rho": rho, "score": score, "cost": "steps_to_target"}

@@ -1,4 +1,4 @@
-"""The one typed reader of `results.json` (schema "optarena.arena.results/1").
+"""The one typed reader of `results.json` (schema "optarena.arena.results/2").
 
 `read_results(data)` turns a results dict into frozen dataclasses and derives, once, what every
 presenter needs: the ranking per workload (best first by mean final metric, failed last), the
@@ -21,7 +21,7 @@ from .io import finite_or_none
 from .plan import BASELINE
 
 __all__ = [
-    "Axis", "Capabilities", "Machine", "MethodCard", "MethodRun", "Profiles", "Results", "SearchAxis", "Seed",
+    "Axis", "Capabilities", "Machine", "MethodCard", "MethodRun", "Optimum", "Profiles", "Results", "SearchAxis", "Seed",
     "Settings", "Speedup", "SpeedupFit", "Tuning", "Verdict", "WorkloadResult", "read_results",
 ]  # fmt: skip
 
@@ -129,6 +129,8 @@ class MethodRun:
     within_noise: bool | None
     properties: dict[str, float | None]
     tuned: Tuning | None  # None: the file records no tuning details
+    gap: float | None = None  # mean final metric minus the workload's certified optimum, where known
+    relative_gap: float | None = None  # the same, relative to the optimum
 
     @property
     def ok(self) -> bool:
@@ -168,6 +170,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Optimum:
+    """A workload's certified global optimum of its metric (`results["optimum"][w]`)."""
+
+    value: float | None
+    lower_bound: float | None
+    solver: str | None
+    seconds: float | None
+    width: int | None
+
+
+@dataclass(frozen=True)
 class WorkloadResult:
     name: str
     metric: str
@@ -178,6 +191,7 @@ class WorkloadResult:
     runs: dict[str, MethodRun]  # every optimizer of the suite, in suite order
     ranking: tuple[MethodRun, ...]  # best first by mean final metric; failed and not run last
     verdict: Verdict
+    optimum: Optimum | None = None
 
     @property
     def winner(self) -> MethodRun | None:
@@ -301,11 +315,12 @@ def read_results(data: dict) -> Results:
     runs = _dict(data.get("runs"))
     optimizers = _names(data.get("optimizers"), *runs.values())
     info, targets = _dict(data.get("workload_info")), _dict(data.get("targets"))
+    optima = _dict(data.get("optimum"))
     workloads = {}
     for w in _names(data.get("workloads"), runs):
         per_w = _dict(runs.get(w))
         workloads[w] = _workload(w, _dict(info.get(w)), finite_or_none(targets.get(w)),
-                                 {o: _run(w, o, per_w.get(o)) for o in optimizers})  # fmt: skip
+                                 {o: _run(w, o, per_w.get(o)) for o in optimizers}, _optimum(optima.get(w)))  # fmt: skip
     machine = data.get("machine")
     settings = _dict(data.get("settings"))
     return Results(
@@ -388,10 +403,20 @@ def _run(w: str, o: str, run: Any) -> MethodRun:
         within_noise=_bool(vs.get("within_noise")),
         properties=_properties(run, seeds),
         tuned=_tuning(run.get("tuned")),
+        gap=finite_or_none(_dict(run.get("gap")).get("absolute")),
+        relative_gap=finite_or_none(_dict(run.get("gap")).get("relative")),
     )
 
 
-def _workload(name: str, info: dict, target: float | None, runs: dict[str, MethodRun]) -> WorkloadResult:
+def _optimum(o: Any) -> Optimum | None:
+    if not isinstance(o, dict):
+        return None
+    return Optimum(finite_or_none(o.get("value")), finite_or_none(o.get("lower_bound")), _str(o.get("solver")),
+                   finite_or_none(o.get("seconds")), _int(o.get("width")))  # fmt: skip
+
+
+def _workload(name: str, info: dict, target: float | None, runs: dict[str, MethodRun],
+              optimum: Optimum | None = None) -> WorkloadResult:
     higher = bool(info.get("higher_is_better", False))
     order = list(runs)
 
@@ -402,7 +427,7 @@ def _workload(name: str, info: dict, target: float | None, runs: dict[str, Metho
 
     ranking = tuple(sorted(runs.values(), key=key))
     return WorkloadResult(name, _str(info.get("metric")) or "metric", higher, _int(info.get("steps")),
-                          _str(info.get("description")), target, runs, ranking, _verdict(ranking))  # fmt: skip
+                          _str(info.get("description")), target, runs, ranking, _verdict(ranking), optimum)  # fmt: skip
 
 
 def _verdict(ranking: tuple[MethodRun, ...]) -> Verdict:

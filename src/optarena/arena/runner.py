@@ -33,9 +33,9 @@ def preflight(plan: Plan) -> None:
 
 class Progress:
     """Progress over the plan's configurations, when `enabled`: rich's live bar on a terminal;
-    otherwise (a log file, a pipe, where a live bar prints nothing) a plain line each time this
-    worker moves on to another study (the last one is finished here), and at most every
-    `interval` seconds on the next event, with counts, ETA and the last configuration finished.
+    otherwise (a log file, a pipe, where a live bar prints nothing) a plain line each time a study
+    is seen finished (by any worker), else at most every `interval` seconds on the next event,
+    with counts, ETA and the last configuration finished.
     The total is done + pending each time: a tuning study may finish under its budget, so it can
     shrink while running."""
 
@@ -44,8 +44,8 @@ class Progress:
         self.worker, self.enabled, self.interval, self.clock = worker, enabled, interval, clock
         self.bar: Any = None
         self.plain = False
-        self.study: str | None = None  # the study of the last configuration this worker finished
-        self.last = ""  # that configuration, in words
+        self.finished = 0  # studies seen finished
+        self.last = ""  # the last configuration this worker finished, in words
         self.started = self.printed = 0.0
         self.done_at_start = 0
 
@@ -96,15 +96,14 @@ class Progress:
             self.bar.console.print(f"[red]error[/red] {info['study']} #{info.get('config')}: {info['error']}")
 
     def update_plain(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "start" and self.study is not None and info["study"] != self.study:
-            self.study = None  # moved on: the last study is finished here
-            self.line(*self.counts())
-        elif kind in ("done", "error"):
-            self.study = info["study"]
+        finished = self.finished
+        if kind in ("done", "error"):
             self.last = f"{info['kind']} {info['workload']} / {info['optimizer']} #{info.get('config')}"
             if kind == "error":
                 print(f"error {info['study']} #{info.get('config')}: {info['error']}", flush=True)
-        if kind != "start" and self.clock() - self.printed >= self.interval:
+            finished = sum(self.worker.left(s) == 0 for s in self.worker.specs)
+        if finished > self.finished or (kind != "start" and self.clock() - self.printed >= self.interval):
+            self.finished = finished
             self.line(*self.counts(), "waiting for other workers" if kind == "idle" else "")
 
     def line(self, done: int, pending: int, note: str = "") -> None:

@@ -63,6 +63,31 @@ def solution_properties(model: torch.nn.Module, activations: list[torch.Tensor],
     }
 
 
+def train_by_trainer(workload: Workload, task: Any, method: Any, values: Mapping[str, float], *, seed: int,
+                     steps: int) -> dict[str, Any]:
+    """A method that is not an optimizer: its trainer trains `task` its own way (`steps` is its
+    iteration budget); the record has the final evaluation only, and `step_ms` is its wall time
+    over `steps`, so ms/step x steps is its training time as for the optimizers."""
+    t0 = time.perf_counter()
+    try:
+        method.trainer(task, method.kwargs(values), steps=steps, seed=seed)
+    except (ArithmeticError, RuntimeError) as err:  # numerical breakdown: diverged, as for an optimizer
+        return {"seed": seed, "status": "diverged", "final": None, "metrics": {}, "curve": [], "train_loss": [],
+                "steps_done": 0, "step_ms": None, "opt_step_ms": None, "state_bytes_per_param": None,
+                "properties": {}, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+    seconds = time.perf_counter() - t0
+    metrics = task.evaluate()
+    final = metrics.get(workload.metric)
+    status = "ok" if final is not None and math.isfinite(final) else "diverged"
+    return {
+        "seed": seed, "status": status, "final": final if status == "ok" else None,
+        "metrics": {k: float(v) for k, v in metrics.items()}, "curve": [[steps, float(final)]] if status == "ok" else [],
+        "train_loss": [], "steps_done": steps, "step_ms": 1e3 * seconds / steps, "opt_step_ms": None,
+        "state_bytes_per_param": None,
+        "properties": solution_properties(task.model, task.activations(), metrics) if status == "ok" else {},
+    }  # fmt: skip
+
+
 def train(
     workload: Workload,
     optimizer: str,
@@ -83,6 +108,9 @@ def train(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     task = workload.build(seed)
+    method = card(optimizer)
+    if method.trainer is not None:
+        return train_by_trainer(workload, task, method, values, seed=seed, steps=steps)
     model = task.model
     model.train()
     opt = build_optimizer(optimizer, model, values)

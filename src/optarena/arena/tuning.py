@@ -36,6 +36,8 @@ def first_round(axes: Mapping[str, Axis], budget: int) -> list[Point]:
     """The lr sweep: `2 * sweep + 1` points centred on the card (fewer if the budget is smaller)."""
     if budget < 1:
         raise ValueError(f"budget must be an integer in [1, inf), got {budget}")
+    if not axes:  # nothing to tune (a trainer without hyperparameters): one run at its defaults
+        return [()]
     lr = next(iter(axes.values()))
     half = min(lr.sweep, (budget - 1) // 2)
     rest = (0,) * (len(axes) - 1)

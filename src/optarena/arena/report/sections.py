@@ -28,6 +28,7 @@ def build(results: Results, figures: set[str]) -> Doc:
     if "curves" in figures:
         doc.figure("curves", "Metric curves of the tuned configurations: mean over seeds, the band "
                              "spans min to max; dashed: the target.")  # fmt: skip
+    _optimum(doc, results)
     _profiles(doc, results, "profiles" in figures)
     _speedup(doc, results, "speedup" in figures)
     _properties(doc, results)
@@ -155,6 +156,31 @@ def workload_table(results: Results, w: WorkloadResult) -> Table:
         notes.append("(k/n seeds): only k of the n seeds finished; the others diverged or errored.")
     align = ["l", "r"] + ["l"] * len(extra) + ["r", "r", "r", "r", "l"]
     return Table(columns, rows, align, notes + flagged)
+
+
+def _optimum(doc: Doc, results: Results) -> None:
+    """Where the global optimum is certified: each optimizer's distance to it, the solver as reference."""
+    known = [w for w in results.workloads.values() if w.optimum is not None and w.optimum.value is not None]
+    if not known:
+        return
+    doc.h2("Distance to the global optimum")
+    doc.p("On these workloads the global optimum of the training objective is known: a convex program over "
+          "every hyperplane arrangement pattern of the data equals the network's nonconvex training problem "
+          "(Pilanci & Ergen 2020; Bai et al. 2022), and its dual gives a certified lower bound. The gap is an "
+          "optimizer's mean final objective minus that optimum; 0 is the best any method can do.")  # fmt: skip
+    for w in known:
+        opt = w.optimum
+        doc.h3(w.name)
+        rows = [[f"{opt.solver or 'certified optimum'} (reference)", fmt_num(opt.value, 8), "0", "0",
+                 f"lower bound {fmt_num(opt.lower_bound, 8)}, width {opt.width if opt.width is not None else MISSING}, "
+                 f"{fmt_num(opt.seconds, 3)} s"]]  # fmt: skip
+        for run in w.ranking:
+            if run.status == NOT_RUN:
+                continue
+            rows.append([run.optimizer, fmt_num(run.mean, 8), fmt_num(run.gap, 3), fmt_num(run.relative_gap, 3),
+                         UNDER_TUNED if run.under_tuned else ""])  # fmt: skip
+        doc.table(Table(["Method", f"Final {w.metric}", "Gap", "Relative gap", "Note"], rows,
+                        ["l", "r", "r", "r", "l"]))  # fmt: skip
 
 
 def _profiles(doc: Doc, results: Results, figure: bool) -> None:

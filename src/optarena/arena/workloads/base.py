@@ -55,6 +55,9 @@ class Workload:
     steps: dict[str, int]  # step budget per suite: {"quick": ..., "standard": ...}
     build: Callable[[int], Task]  # seed -> fresh Task
     evals: int = 10  # evaluations per run (every steps // evals steps, and at the end)
+    optimum: Callable[[], dict[str, Any]] | None = None
+    """The metric's certified global optimum, where one is known: `{"value", "lower_bound", "solver",
+    ...}` (relu-global); the results then give every optimizer's distance to it."""
 
     def budget(self, suite: str) -> int:
         if suite not in self.steps:

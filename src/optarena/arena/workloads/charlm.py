@@ -173,6 +173,6 @@ WORKLOAD = Workload(
     description="2-layer d64 causal transformer, character LM on pydoc_data.topics (90/10 contiguous split)",
     metric="val_loss",
     higher_is_better=False,
-    steps={"quick": 150, "standard": 3000},
+    steps={"quick": 120, "standard": 3000},
     build=CharLMTask,
 )

@@ -143,6 +143,6 @@ WORKLOAD = Workload(
     description="2-conv CNN on Fashion-MNIST (60k training images, first 2000 test images to validate), batch 64",
     metric="val_accuracy",
     higher_is_better=True,
-    steps={"quick": 150, "standard": 3000},
+    steps={"quick": 120, "standard": 3000},
     build=FashionMNISTTask,
 )
