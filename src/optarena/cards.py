@@ -156,6 +156,7 @@ class Card:
                              "state_precisions": ["param dtype", "fp32", "bf16", "8bit"] if self.cls else []},
             "search": {k: {"center": a.center, "grid": a.grid(), "source": a.source} for k, a in self.search.items()},
             "fixed": dict(self.fixed),
+            "workloads": list(self.workloads) if self.workloads is not None else None,
         }  # fmt: skip
 
 

@@ -59,7 +59,8 @@ def test_plan_names_are_checked_and_listed():
     with pytest.raises(ArenaError, match=r"trials must be an integer in \[1, inf\)"):
         make_plan("quick", trials=0)
     plan = make_plan("quick")
-    assert plan.optimizers == optarena.methods() and plan.workloads == list(WORKLOADS)  # optimizers and trainers
+    assert plan.optimizers == [m for m in optarena.methods() if any(optarena.card(m).applies_to(w) for w in WORKLOADS)]
+    assert plan.workloads == list(WORKLOADS)
     assert plan.trials == SUITES["quick"]["trials"]
 
 
@@ -208,6 +209,9 @@ def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
                          trials=3, seeds=2, steps=40, name="trainer")  # fmt: skip
         assert [s.name for s in plan.studies() if s.optimizer == "oracle_test"] == [
             "trainer:rosenbrock:oracle_test:tune", "trainer:rosenbrock:oracle_test:final"]
+        with pytest.raises(ArenaError, match="oracle_test runs only on the workload.s. rosenbrock"):
+            make_plan("quick", optimizers=["oracle_test"], workloads=["noisy-quadratic"])
+        assert "oracle_test" not in make_plan("quick", workloads=["noisy-quadratic"]).optimizers
         storage = open_storage(f"journal:{tmp_path / 's.journal'}")
         create_studies(storage, plan)
         Worker(storage, plan).run()
@@ -221,3 +225,8 @@ def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
     assert "oracle_test" not in results["runs"]["noisy-quadratic"]
     assert set(results["profiles"]["score"]) == {"adamw"}
     assert results["methods"]["oracle_test"]["capabilities"]["fused"] == "not an optimizer"
+    from optarena.arena.resultsfile import read_results
+
+    typed = read_results(results)
+    assert "oracle_test" not in typed.workloads["noisy-quadratic"].runs  # not "not run" where it does not apply
+    assert typed.workloads["rosenbrock"].winner.optimizer == "oracle_test"

@@ -128,20 +128,23 @@ def make_plan(
     if suite not in SUITES:
         raise ArenaError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     cfg = SUITES[suite]
-    opts = list(optimizers) if optimizers else methods()
+    works = list(workloads) if workloads else list(WORKLOADS)
+    bad = [w for w in works if w not in WORKLOADS]
+    if bad:
+        raise ArenaError(f"unknown workload(s) {', '.join(bad)}; valid workloads: {', '.join(WORKLOADS)}")
+    applicable = [m for m in methods() if any(card(m).applies_to(w) for w in works)]
+    opts = list(optimizers) if optimizers else applicable
     valid = sorted(set(available()) | set(methods()))
     bad = [o for o in opts if o not in valid]
     if bad:
         raise ArenaError(f"unknown optimizer(s) {', '.join(bad)}; valid optimizers: {', '.join(valid)}")
     for o in opts:
         try:
-            card(o)
+            method = card(o)
         except ValueError as err:
             raise ArenaError(str(err)) from None
-    works = list(workloads) if workloads else list(WORKLOADS)
-    bad = [w for w in works if w not in WORKLOADS]
-    if bad:
-        raise ArenaError(f"unknown workload(s) {', '.join(bad)}; valid workloads: {', '.join(WORKLOADS)}")
+        if o not in applicable:
+            raise ArenaError(f"{o} runs only on the workload(s) {', '.join(method.workloads)}; add one to --workloads")
     for value, what in ((trials, "trials"), (seeds, "seeds"), (threads, "threads"), (steps, "steps")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ArenaError(f"{what} must be an integer in [1, inf), got {value!r}")

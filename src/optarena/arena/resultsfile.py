@@ -315,12 +315,18 @@ def read_results(data: dict) -> Results:
     runs = _dict(data.get("runs"))
     optimizers = _names(data.get("optimizers"), *runs.values())
     info, targets = _dict(data.get("workload_info")), _dict(data.get("targets"))
-    optima = _dict(data.get("optimum"))
+    optima, cards = _dict(data.get("optimum")), _dict(data.get("methods"))
+
+    def applies(o: str, w: str) -> bool:  # a method confined to some workloads (its card says which)
+        only = _dict(cards.get(o)).get("workloads")
+        return not isinstance(only, list) or w in only
+
     workloads = {}
     for w in _names(data.get("workloads"), runs):
         per_w = _dict(runs.get(w))
         workloads[w] = _workload(w, _dict(info.get(w)), finite_or_none(targets.get(w)),
-                                 {o: _run(w, o, per_w.get(o)) for o in optimizers}, _optimum(optima.get(w)))  # fmt: skip
+                                 {o: _run(w, o, per_w.get(o)) for o in optimizers if applies(o, w)},
+                                 _optimum(optima.get(w)))  # fmt: skip
     machine = data.get("machine")
     settings = _dict(data.get("settings"))
     return Results(
