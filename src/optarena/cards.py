@@ -227,24 +227,9 @@ PROJECTION_FIXED = {"rank": 8, "update_proj_gap": 50}
 """GaLore/Fira in the arena: rank 8 (the workloads' hidden matrices are 64-256 wide), a basis refresh every 50 steps."""
 
 
-def convex_trainer(task: Any, values: Mapping[str, Any], *, steps: int, seed: int) -> None:
-    """The convex program of the task's two-layer ReLU problem (`task.problem()` gives X, y, beta)
-    over `patterns` sampled arrangement patterns (the paper's approximate formulation), solved by
-    ADMM in at most `steps` iterations; the recovered network replaces `task.model`."""
-    from .convex import fit_two_layer_relu
-
-    X, y, beta = task.problem()
-    result = fit_two_layer_relu(X, y, beta, solver="admm", patterns=int(values["patterns"]), max_iter=steps, seed=seed)
-    task.model = result.model
-
-
 def builtin_trainers() -> list[Card]:
-    """The built-in methods that are not optimizers."""
-    return [
-        Card("convex_relu", None, "Bai, Gautam & Sojoudi, Efficient Global Optimization of Two-layer ReLU Networks "
-             "(2022); Pilanci & Ergen (2020)", "optarena.convex (ADMM over sampled arrangement patterns)", {},
-             fixed={"patterns": 100}, trainer=convex_trainer, workloads=("relu-global",)),
-    ]  # fmt: skip
+    """The built-in methods that are not optimizers (none yet: the convex method of issue 13 is next)."""
+    return []
 
 
 def builtin_cards() -> list[Card]:

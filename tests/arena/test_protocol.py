@@ -185,7 +185,7 @@ def test_a_method_whose_card_needs_create_graph_is_trained_with_it():
     assert record["final"] == plain["final"]  # and the update is AdamW's
 
 
-def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
+def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path, monkeypatch):
     """A method that is not an optimizer enters through its card: trained by its own function,
     on its workloads only, untuned when it declares nothing to tune, and left out of the profiles."""
     from optarena.arena.results import collect
@@ -215,6 +215,8 @@ def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
         storage = open_storage(f"journal:{tmp_path / 's.journal'}")
         create_studies(storage, plan)
         Worker(storage, plan).run()
+        known = {"value": 0.0, "lower_bound": 0.0, "solver": "by hand"}  # Rosenbrock's minimum, as a certified optimum
+        monkeypatch.setitem(WORKLOADS, "rosenbrock", dataclasses.replace(WORKLOADS["rosenbrock"], optimum=lambda: known))
         results = collect(storage, plan)
     finally:
         _CARDS.pop("oracle_test")
@@ -230,3 +232,7 @@ def test_a_trainer_card_runs_in_the_arena_where_it_applies(tmp_path):
     typed = read_results(results)
     assert "oracle_test" not in typed.workloads["noisy-quadratic"].runs  # not "not run" where it does not apply
     assert typed.workloads["rosenbrock"].winner.optimizer == "oracle_test"
+    assert results["optimum"] == {"rosenbrock": known}  # and the distance of every run to it
+    assert run["gap"] == {"absolute": 0.0, "relative": None}
+    adamw = results["runs"]["rosenbrock"]["adamw"]
+    assert adamw["gap"]["absolute"] == adamw["final"]["mean"] > 0 and "gap" not in results["runs"]["noisy-quadratic"]["adamw"]
