@@ -49,15 +49,17 @@ class Progress:
         self.started = self.printed = 0.0
         self.done_at_start = 0
 
-    def counts(self) -> tuple[int, int]:
-        """(configurations finished, configurations still to run), by every worker of the run."""
+    def counts(self) -> tuple[int, int, int]:
+        """(configurations finished, configurations still to run, studies finished), by every worker
+        of the run, in one pass over the studies."""
+        left = [self.worker.left(s) for s in self.worker.specs]
         done = sum(len(finished_configs(self.worker.study(s.name))) for s in self.worker.specs)
-        return done, self.worker.pending()
+        return done, sum(left), left.count(0)
 
     def __enter__(self) -> "Progress":
         if not self.enabled:
             return self
-        done, pending = self.counts()
+        done, pending, _ = self.counts()
         if sys.stdout.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
             from rich.progress import TimeElapsedColumn, TimeRemainingColumn
@@ -75,7 +77,7 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         elif self.plain and exc[0] is None:
-            self.line(*self.counts())
+            self.line(*self.counts()[:2])
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if self.bar is not None:
@@ -90,21 +92,22 @@ class Progress:
         elif kind in ("done", "error", "requeued", "idle"):
             if kind == "idle":
                 self.bar.update(self.task, description="waiting for other workers")
-            done, pending = self.counts()
+            done, pending, _ = self.counts()
             self.bar.update(self.task, total=done + pending, completed=done)
         if kind == "error":
             self.bar.console.print(f"[red]error[/red] {info['study']} #{info.get('config')}: {info['error']}")
 
     def update_plain(self, kind: str, info: dict[str, Any]) -> None:
-        finished = self.finished
+        counts = None
         if kind in ("done", "error"):
             self.last = f"{info['kind']} {info['workload']} / {info['optimizer']} #{info.get('config')}"
             if kind == "error":
                 print(f"error {info['study']} #{info.get('config')}: {info['error']}", flush=True)
-            finished = sum(self.worker.left(s) == 0 for s in self.worker.specs)
-        if finished > self.finished or (kind != "start" and self.clock() - self.printed >= self.interval):
-            self.finished = finished
-            self.line(*self.counts(), "waiting for other workers" if kind == "idle" else "")
+            counts = self.counts()
+        due = kind != "start" and self.clock() - self.printed >= self.interval
+        if (counts is not None and counts[2] > self.finished) or due:
+            done, pending, self.finished = counts or self.counts()
+            self.line(done, pending, "waiting for other workers" if kind == "idle" else "")
 
     def line(self, done: int, pending: int, note: str = "") -> None:
         """One plain progress line: `[elapsed] done/total configurations done, eta ... — last: ...`."""
